@@ -1,0 +1,190 @@
+package policy
+
+import (
+	"sync"
+
+	"github.com/sluicelb/sluice/lbcore/pool"
+)
+
+// loadQueue orders a pool's eligible backends by cost for the least-load
+// policies, in a min-heap that a pick or a finished request adjusts in
+// O(log n). A backend's cost is
+//
+//	pass + inFlight × stride
+//
+// where stride is its price per request (1/weight for least connections,
+// response time/weight for fast response) and pass grows by one stride per
+// pick. Under load the in-flight term decides, as least connections should;
+// when backends tie (sequential requests find nothing in flight) the pass
+// term is stride scheduling, so ties split in proportion to 1/stride rather
+// than all going to one backend.
+type loadQueue struct {
+	pool   *pool.Pool
+	stride func(q *loadQueue, s *slot) float64
+
+	mu    sync.Mutex
+	snap  *pool.Snapshot
+	slots map[*pool.Backend]*slot // every member, eligible or not
+	heap  []*slot                 // the eligible members
+	// minStride is the smallest stride among eligible members, kept for
+	// policies that bound how far one backend's price may exceed the best.
+	minStride float64
+	updates   int
+}
+
+type slot struct {
+	backend  *pool.Backend
+	weight   float64
+	stride   float64
+	pass     float64
+	inFlight int64
+	pos      int // index in heap, or -1
+}
+
+func (s *slot) cost() float64 { return s.pass + float64(s.inFlight)*s.stride }
+
+func newLoadQueue(p *pool.Pool, stride func(*loadQueue, *slot) float64) *loadQueue {
+	return &loadQueue{pool: p, stride: stride, slots: make(map[*pool.Backend]*slot)}
+}
+
+// pick takes the cheapest eligible backend and charges it one request.
+func (q *loadQueue) pick() *pool.Backend {
+	snap := q.pool.Snapshot()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if snap != q.snap {
+		q.rebuild(snap)
+	}
+	if len(q.heap) == 0 {
+		return nil
+	}
+	s := q.heap[0]
+	s.pass += s.stride
+	s.inFlight++
+	q.down(0)
+	return s.backend
+}
+
+// done credits b with a finished request and re-prices it.
+func (q *loadQueue) done(b *pool.Backend) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s, ok := q.slots[b]
+	if !ok {
+		return
+	}
+	if s.inFlight > 0 {
+		s.inFlight--
+	}
+	if s.pos < 0 {
+		return
+	}
+	s.stride = q.stride(q, s)
+	q.minStride = min(q.minStride, s.stride)
+	if q.updates++; q.updates%1024 == 0 {
+		q.refreshMinStride()
+	}
+	q.fix(s.pos)
+}
+
+// rebuild follows a new snapshot. Slots outlive snapshots so in-flight
+// counts stay right across membership and state changes; a backend that
+// becomes eligible starts level with the cheapest one rather than with the
+// credit it built up while it was away.
+func (q *loadQueue) rebuild(snap *pool.Snapshot) {
+	floor, any := 0.0, false
+	for _, s := range q.heap {
+		if !any || s.pass < floor {
+			floor, any = s.pass, true
+		}
+	}
+	members := make(map[*pool.Backend]bool, len(snap.Members))
+	for _, m := range snap.Members {
+		members[m.Backend] = true
+	}
+	for b, s := range q.slots {
+		if !members[b] {
+			delete(q.slots, b)
+		}
+		s.pos = -1
+	}
+	q.heap = q.heap[:0]
+	for _, m := range snap.Eligible {
+		s, ok := q.slots[m.Backend]
+		if !ok {
+			s = &slot{backend: m.Backend}
+			q.slots[m.Backend] = s
+		}
+		s.weight = float64(m.Weight)
+		s.pass = max(s.pass, floor)
+		s.pos = len(q.heap)
+		q.heap = append(q.heap, s)
+	}
+	q.snap = snap
+	q.refreshMinStride()
+	for _, s := range q.heap {
+		s.stride = q.stride(q, s)
+	}
+	q.refreshMinStride()
+	for i := len(q.heap)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
+}
+
+func (q *loadQueue) refreshMinStride() {
+	q.minStride = 0
+	for i, s := range q.heap {
+		if i == 0 || s.stride < q.minStride {
+			q.minStride = s.stride
+		}
+	}
+}
+
+func (q *loadQueue) less(i, j int) bool {
+	a, b := q.heap[i], q.heap[j]
+	ca, cb := a.cost(), b.cost()
+	return ca < cb || ca == cb && a.weight > b.weight
+}
+
+func (q *loadQueue) swap(i, j int) {
+	q.heap[i], q.heap[j] = q.heap[j], q.heap[i]
+	q.heap[i].pos = i
+	q.heap[j].pos = j
+}
+
+func (q *loadQueue) fix(i int) {
+	if !q.up(i) {
+		q.down(i)
+	}
+}
+
+func (q *loadQueue) up(i int) bool {
+	moved := false
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !q.less(i, parent) {
+			break
+		}
+		q.swap(i, parent)
+		i, moved = parent, true
+	}
+	return moved
+}
+
+func (q *loadQueue) down(i int) {
+	n := len(q.heap)
+	for {
+		least := i
+		if l := 2*i + 1; l < n && q.less(l, least) {
+			least = l
+		}
+		if r := 2*i + 2; r < n && q.less(r, least) {
+			least = r
+		}
+		if least == i {
+			return
+		}
+		q.swap(i, least)
+		i = least
+	}
+}

@@ -1,0 +1,178 @@
+// Package pool models the servers behind a load balancer: backends with
+// their live counters, and pools that group them and publish immutable
+// snapshots for lock-free selection.
+package pool
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// State is a backend's effective state in a pool, as an operator reads it.
+type State uint8
+
+// The states, in the order they take precedence. An operator sets Active,
+// Draining or Offline; health checks set Down; configuration sets Standby.
+const (
+	// Active backends take new requests.
+	Active State = iota
+	// Standby backends take requests only while no primary is available.
+	Standby
+	// Draining backends take no new sessions; requests already sent finish.
+	Draining
+	// Offline backends have been taken out by an operator.
+	Offline
+	// Down backends failed their health checks.
+	Down
+)
+
+func (s State) String() string {
+	switch s {
+	case Active:
+		return "active"
+	case Standby:
+		return "standby"
+	case Draining:
+		return "draining"
+	case Offline:
+		return "offline"
+	case Down:
+		return "down"
+	}
+	return "unknown"
+}
+
+// ParseState reads a state's name.
+func ParseState(name string) (State, bool) {
+	for s := Active; s <= Down; s++ {
+		if s.String() == name {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// epoch counts backend state changes process-wide. Snapshots remember the
+// epoch they were built at, so a state change in any backend invalidates
+// every snapshot that might contain it with one atomic load per pick.
+var epoch atomic.Uint64
+
+// Backend is one server:port behind the load balancer. Its counters and
+// states are shared by every pool that names its address, and survive
+// configuration reloads through the Registry.
+type Backend struct {
+	// Address identifies the backend, usually host:port.
+	Address string
+
+	admin    atomic.Uint32 // State: Active, Draining or Offline
+	down     atomic.Bool   // failed health checks
+	inFlight atomic.Int64
+	total    atomic.Uint64
+	failures atomic.Uint64
+
+	rttBits    atomic.Uint64 // float64 nanoseconds: response-time average
+	lastSample atomic.Int64  // unix nanoseconds of the last response-time sample
+}
+
+// NewBackend returns an active, healthy backend with no history.
+func NewBackend(address string) *Backend {
+	return &Backend{Address: address}
+}
+
+// Admin returns the operator's state for b: Active, Draining or Offline.
+func (b *Backend) Admin() State { return State(b.admin.Load()) }
+
+// SetAdmin records the operator's state for b: Active, Draining or Offline.
+func (b *Backend) SetAdmin(s State) {
+	if State(b.admin.Swap(uint32(s))) != s {
+		epoch.Add(1)
+	}
+}
+
+// Down reports whether b has failed its health checks.
+func (b *Backend) Down() bool { return b.down.Load() }
+
+// SetDown records the outcome of b's health checks.
+func (b *Backend) SetDown(down bool) {
+	if b.down.Swap(down) != down {
+		epoch.Add(1)
+	}
+}
+
+// Available reports whether b may take new requests.
+func (b *Backend) Available() bool { return b.Admin() == Active && !b.Down() }
+
+// InFlight returns the number of requests sent to b that have not finished.
+func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
+
+// Total returns the number of requests b has finished, failed ones included.
+func (b *Backend) Total() uint64 { return b.total.Load() }
+
+// Failures returns the number of requests b failed to answer.
+func (b *Backend) Failures() uint64 { return b.failures.Load() }
+
+// ResponseTime returns b's response-time average, or 0 before any sample.
+func (b *Backend) ResponseTime() time.Duration {
+	return time.Duration(math.Float64frombits(b.rttBits.Load()))
+}
+
+// Begin counts a request sent to b.
+func (b *Backend) Begin() { b.inFlight.Add(1) }
+
+// Outcome says how a request sent to a backend ended.
+type Outcome uint8
+
+const (
+	// Served means the backend answered.
+	Served Outcome = iota
+	// Failed means the backend could not be reached or did not answer.
+	Failed
+	// Cancelled means the request never reached the backend (the load
+	// balancer chose again); it leaves no trace in the averages.
+	Cancelled
+)
+
+// End counts the end of a request begun with Begin. A served request adds
+// rtt to the response-time average, which decays with time constant decay:
+// a sample weighs 1-exp(-Δt/decay), Δt being the time since the previous
+// sample, and never less than minSampleWeight, so both busy and rarely
+// chosen backends follow change within about one decay.
+func (b *Backend) End(o Outcome, rtt time.Duration, now time.Time, decay time.Duration) {
+	b.inFlight.Add(-1)
+	switch o {
+	case Cancelled:
+		return
+	case Failed:
+		b.failures.Add(1)
+	}
+	b.total.Add(1)
+	if o == Served {
+		b.Observe(rtt, now, decay)
+	}
+}
+
+// minSampleWeight keeps the average moving when samples arrive faster than
+// the decay would otherwise allow a single one to matter.
+const minSampleWeight = 1.0 / 16
+
+// Observe adds a response-time sample taken at now to b's average.
+func (b *Backend) Observe(rtt time.Duration, now time.Time, decay time.Duration) {
+	sample := float64(rtt)
+	last := b.lastSample.Swap(now.UnixNano())
+	for {
+		oldBits := b.rttBits.Load()
+		old := math.Float64frombits(oldBits)
+		next := sample
+		if last != 0 && old != 0 {
+			w := 1.0
+			if dt := now.UnixNano() - last; decay > 0 && dt < int64(decay)*32 {
+				w = max(minSampleWeight, 1-math.Exp(-float64(dt)/float64(decay)))
+			}
+			next = old + w*(sample-old)
+		}
+		if b.rttBits.CompareAndSwap(oldBits, math.Float64bits(next)) {
+			return
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package pool
+
+import (
+	"testing"
+	"time"
+)
+
+func members(weights ...int) []Member {
+	ms := make([]Member, len(weights))
+	for i, w := range weights {
+		ms[i] = Member{Backend: NewBackend(string(rune('a' + i))), Weight: w}
+	}
+	return ms
+}
+
+func TestSnapshotFollowsStateChanges(t *testing.T) {
+	ms := members(1, 1, 1)
+	ms[2].Standby = true
+	p, err := New("web", ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p.Snapshot()
+	if len(s.Eligible) != 2 || s.OnStandby {
+		t.Fatalf("eligible = %d, on standby = %v; want the 2 primaries", len(s.Eligible), s.OnStandby)
+	}
+	if p.Snapshot() != s {
+		t.Fatal("snapshot rebuilt without any change")
+	}
+	ms[0].Backend.SetDown(true)
+	ms[1].Backend.SetAdmin(Draining)
+	s = p.Snapshot()
+	if len(s.Eligible) != 1 || !s.OnStandby || s.Eligible[0].Backend != ms[2].Backend {
+		t.Fatalf("with primaries down and draining: eligible = %v, on standby = %v; want the standby", s.Eligible, s.OnStandby)
+	}
+	if got := ms[1].State(); got != Draining {
+		t.Errorf("state of drained primary = %v, want draining", got)
+	}
+	if got := ms[0].State(); got != Down {
+		t.Errorf("state of failed primary = %v, want down", got)
+	}
+	ms[0].Backend.SetDown(false)
+	if s = p.Snapshot(); len(s.Eligible) != 1 || s.OnStandby || s.Eligible[0].Backend != ms[0].Backend {
+		t.Fatalf("after a primary returned: eligible = %v, on standby = %v; want that primary", s.Eligible, s.OnStandby)
+	}
+}
+
+func TestRejectsBadWeight(t *testing.T) {
+	if _, err := New("web", members(1, 0)); err == nil {
+		t.Fatal("pool with a zero weight accepted")
+	}
+}
+
+func TestResponseTimeAverageDecays(t *testing.T) {
+	b := NewBackend("a")
+	start := time.Unix(1000, 0)
+	decay := time.Second
+	b.Begin()
+	b.End(Served, 10*time.Millisecond, start, decay)
+	if got := b.ResponseTime(); got != 10*time.Millisecond {
+		t.Fatalf("first sample: average = %v, want 10ms", got)
+	}
+	// One decay later a 1ms sample pulls the average about 63% of the way.
+	b.Begin()
+	b.End(Served, time.Millisecond, start.Add(decay), decay)
+	if got := b.ResponseTime(); got < 4*time.Millisecond || got > 5*time.Millisecond {
+		t.Fatalf("after one decay: average = %v, want about 4.3ms", got)
+	}
+	// Many quick samples still move it: each weighs at least 1/16.
+	now := start.Add(decay)
+	for range 100 {
+		now = now.Add(time.Microsecond)
+		b.Begin()
+		b.End(Served, time.Millisecond, now, decay)
+	}
+	if got := b.ResponseTime(); got > 1100*time.Microsecond {
+		t.Fatalf("after 100 quick samples of 1ms: average = %v", got)
+	}
+	if b.InFlight() != 0 || b.Total() != 102 {
+		t.Fatalf("in flight %d, total %d; want 0 and 102", b.InFlight(), b.Total())
+	}
+}
+
+func TestRegistrySharesBackends(t *testing.T) {
+	r := NewRegistry()
+	a := r.Acquire("10.0.0.1:80")
+	if r.Acquire("10.0.0.1:80") != a {
+		t.Fatal("second acquire returned another backend")
+	}
+	r.Release("10.0.0.1:80")
+	if _, ok := r.Lookup("10.0.0.1:80"); !ok {
+		t.Fatal("backend forgotten while still referenced")
+	}
+	r.Release("10.0.0.1:80")
+	if _, ok := r.Lookup("10.0.0.1:80"); ok {
+		t.Fatal("backend kept after its last release")
+	}
+}
