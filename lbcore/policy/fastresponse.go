@@ -44,17 +44,7 @@ func NewFastResponse(p *pool.Pool, opts Options) *FastResponse {
 func responsePrice(q *loadQueue, s *slot) float64 {
 	rt := float64(s.backend.ResponseTime())
 	if rt == 0 {
-		sum, n := 0.0, 0
-		for _, other := range q.heap {
-			if t := other.backend.ResponseTime(); t > 0 {
-				sum += float64(t)
-				n++
-			}
-		}
-		rt = float64(time.Millisecond)
-		if n > 0 {
-			rt = sum / float64(n)
-		}
+		rt = q.typicalRT
 	}
 	price := max(rt, float64(minResponseTime)) / s.weight
 	if q.minStride > 0 {
@@ -74,12 +64,11 @@ func (f *FastResponse) Pick(uint64) *pool.Backend {
 
 // Done records the end of a request and its response time.
 func (f *FastResponse) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
-	now := f.opts.Now()
-	b.End(o, rtt, now, f.opts.Decay)
+	b.End(o, rtt, f.opts.Now, f.opts.Decay)
 	if o == pool.Failed {
 		// A backend that fails answers no faster than the slowest
 		// acceptable one: price it so until it recovers.
-		b.Observe(max(rtt, b.ResponseTime()*MaxPriceRatio, time.Second), now, f.opts.Decay)
+		b.Observe(max(rtt, b.ResponseTime()*MaxPriceRatio, time.Second), f.opts.Now(), f.opts.Decay)
 	}
-	f.queue.done(b)
+	f.queue.done(b, o != pool.Cancelled)
 }

@@ -34,6 +34,6 @@ func (l *WeightedLeastConn) Pick(uint64) *pool.Backend {
 
 // Done records the end of a request.
 func (l *WeightedLeastConn) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
-	b.End(o, rtt, l.opts.Now(), l.opts.Decay)
-	l.queue.done(b)
+	b.End(o, rtt, l.opts.Now, l.opts.Decay)
+	l.queue.done(b, false)
 }

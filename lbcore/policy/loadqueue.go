@@ -2,6 +2,7 @@ package policy
 
 import (
 	"sync"
+	"time"
 
 	"github.com/sluicelb/sluice/lbcore/pool"
 )
@@ -25,10 +26,13 @@ type loadQueue struct {
 	mu    sync.Mutex
 	snap  *pool.Snapshot
 	slots map[*pool.Backend]*slot // every member, eligible or not
-	heap  []*slot                 // the eligible members
+	heap  []entry                 // the eligible members
 	// minStride is the smallest stride among eligible members, kept for
 	// policies that bound how far one backend's price may exceed the best.
 	minStride float64
+	// typicalRT is the mean response time of the eligible members that
+	// have one (1ms if none has), in nanoseconds.
+	typicalRT float64
 	updates   int
 }
 
@@ -58,15 +62,16 @@ func (q *loadQueue) pick() *pool.Backend {
 	if len(q.heap) == 0 {
 		return nil
 	}
-	s := q.heap[0]
+	s := q.heap[0].slot
 	s.pass += s.stride
 	s.inFlight++
+	q.heap[0].cost = s.cost()
 	q.down(0)
 	return s.backend
 }
 
-// done credits b with a finished request and re-prices it.
-func (q *loadQueue) done(b *pool.Backend) {
+// done credits b with a finished request and, if reprice, re-prices it.
+func (q *loadQueue) done(b *pool.Backend, reprice bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s, ok := q.slots[b]
@@ -79,10 +84,12 @@ func (q *loadQueue) done(b *pool.Backend) {
 	if s.pos < 0 {
 		return
 	}
-	s.stride = q.stride(q, s)
-	q.minStride = min(q.minStride, s.stride)
-	if q.updates++; q.updates%1024 == 0 {
-		q.refreshMinStride()
+	if reprice {
+		s.stride = q.stride(q, s)
+		q.minStride = min(q.minStride, s.stride)
+		if q.updates++; q.updates%1024 == 0 {
+			q.refreshTypical()
+		}
 	}
 	q.fix(s.pos)
 }
@@ -93,9 +100,9 @@ func (q *loadQueue) done(b *pool.Backend) {
 // credit it built up while it was away.
 func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 	floor, any := 0.0, false
-	for _, s := range q.heap {
-		if !any || s.pass < floor {
-			floor, any = s.pass, true
+	for _, e := range q.heap {
+		if !any || e.slot.pass < floor {
+			floor, any = e.slot.pass, true
 		}
 	}
 	members := make(map[*pool.Backend]bool, len(snap.Members))
@@ -118,41 +125,65 @@ func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 		s.weight = float64(m.Weight)
 		s.pass = max(s.pass, floor)
 		s.pos = len(q.heap)
-		q.heap = append(q.heap, s)
+		q.heap = append(q.heap, entry{slot: s})
 	}
 	q.snap = snap
-	q.refreshMinStride()
-	for _, s := range q.heap {
+	q.minStride = 0
+	q.refreshTypical()
+	for i := range q.heap {
+		s := q.heap[i].slot
 		s.stride = q.stride(q, s)
+		q.heap[i].cost = s.cost()
 	}
-	q.refreshMinStride()
-	for i := len(q.heap)/2 - 1; i >= 0; i-- {
+	q.refreshTypical()
+	for i := len(q.heap) - 1; i >= 0; i-- {
 		q.down(i)
 	}
 }
 
-func (q *loadQueue) refreshMinStride() {
-	q.minStride = 0
-	for i, s := range q.heap {
+// refreshTypical recomputes the figures kept across the eligible members,
+// once per rebuild and every 1024 updates: amortized, a scan costs little.
+func (q *loadQueue) refreshTypical() {
+	sum, n := 0.0, 0
+	for i, e := range q.heap {
+		s := e.slot
 		if i == 0 || s.stride < q.minStride {
 			q.minStride = s.stride
 		}
+		if t := s.backend.ResponseTime(); t > 0 {
+			sum += float64(t)
+			n++
+		}
+	}
+	q.typicalRT = float64(time.Millisecond)
+	if n > 0 {
+		q.typicalRT = sum / float64(n)
 	}
 }
 
+// The heap is 4-ary, which halves its depth, and keeps each entry's cost
+// beside the slot pointer so that ordering reads no slot.
+const arity = 4
+
+type entry struct {
+	cost float64
+	slot *slot
+}
+
 func (q *loadQueue) less(i, j int) bool {
-	a, b := q.heap[i], q.heap[j]
-	ca, cb := a.cost(), b.cost()
-	return ca < cb || ca == cb && a.weight > b.weight
+	a, b := &q.heap[i], &q.heap[j]
+	return a.cost < b.cost || a.cost == b.cost && a.slot.weight > b.slot.weight
 }
 
 func (q *loadQueue) swap(i, j int) {
 	q.heap[i], q.heap[j] = q.heap[j], q.heap[i]
-	q.heap[i].pos = i
-	q.heap[j].pos = j
+	q.heap[i].slot.pos = i
+	q.heap[j].slot.pos = j
 }
 
+// fix re-prices the entry at i and restores heap order.
 func (q *loadQueue) fix(i int) {
+	q.heap[i].cost = q.heap[i].slot.cost()
 	if !q.up(i) {
 		q.down(i)
 	}
@@ -161,7 +192,7 @@ func (q *loadQueue) fix(i int) {
 func (q *loadQueue) up(i int) bool {
 	moved := false
 	for i > 0 {
-		parent := (i - 1) / 2
+		parent := (i - 1) / arity
 		if !q.less(i, parent) {
 			break
 		}
@@ -175,11 +206,11 @@ func (q *loadQueue) down(i int) {
 	n := len(q.heap)
 	for {
 		least := i
-		if l := 2*i + 1; l < n && q.less(l, least) {
-			least = l
-		}
-		if r := 2*i + 2; r < n && q.less(r, least) {
-			least = r
+		first := arity*i + 1
+		for c := first; c < first+arity && c < n; c++ {
+			if q.less(c, least) {
+				least = c
+			}
 		}
 		if least == i {
 			return

@@ -58,7 +58,7 @@ func (o Options) withDefaults() Options {
 type done struct{ opts Options }
 
 func (d done) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
-	b.End(o, rtt, d.opts.Now(), d.opts.Decay)
+	b.End(o, rtt, d.opts.Now, d.opts.Decay)
 }
 
 // derived caches a structure built from a pool snapshot, rebuilding it

@@ -135,10 +135,11 @@ const (
 
 // End counts the end of a request begun with Begin. A served request adds
 // rtt to the response-time average, which decays with time constant decay:
-// a sample weighs 1-exp(-Δt/decay), Δt being the time since the previous
-// sample, and never less than minSampleWeight, so both busy and rarely
+// a sample weighs about 1-exp(-Δt/decay), Δt being the time since the
+// previous sample, and never less than minSampleWeight, so both busy and rarely
 // chosen backends follow change within about one decay.
-func (b *Backend) End(o Outcome, rtt time.Duration, now time.Time, decay time.Duration) {
+// now is called only when a sample is taken.
+func (b *Backend) End(o Outcome, rtt time.Duration, now func() time.Time, decay time.Duration) {
 	b.inFlight.Add(-1)
 	switch o {
 	case Cancelled:
@@ -148,7 +149,7 @@ func (b *Backend) End(o Outcome, rtt time.Duration, now time.Time, decay time.Du
 	}
 	b.total.Add(1)
 	if o == Served {
-		b.Observe(rtt, now, decay)
+		b.Observe(rtt, now(), decay)
 	}
 }
 
@@ -167,7 +168,10 @@ func (b *Backend) Observe(rtt time.Duration, now time.Time, decay time.Duration)
 		if last != 0 && old != 0 {
 			w := 1.0
 			if dt := now.UnixNano() - last; decay > 0 && dt < int64(decay)*32 {
-				w = max(minSampleWeight, 1-math.Exp(-float64(dt)/float64(decay)))
+				// x/(1+x) follows 1-exp(-x) closely where it matters
+				// (small x) at a fraction of the cost.
+				x := float64(dt) / float64(decay)
+				w = max(minSampleWeight, x/(1+x))
 			}
 			next = old + w*(sample-old)
 		}

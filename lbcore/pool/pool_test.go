@@ -56,22 +56,22 @@ func TestResponseTimeAverageDecays(t *testing.T) {
 	start := time.Unix(1000, 0)
 	decay := time.Second
 	b.Begin()
-	b.End(Served, 10*time.Millisecond, start, decay)
+	b.End(Served, 10*time.Millisecond, at(start), decay)
 	if got := b.ResponseTime(); got != 10*time.Millisecond {
 		t.Fatalf("first sample: average = %v, want 10ms", got)
 	}
-	// One decay later a 1ms sample pulls the average about 63% of the way.
+	// One decay later a 1ms sample pulls the average half way.
 	b.Begin()
-	b.End(Served, time.Millisecond, start.Add(decay), decay)
-	if got := b.ResponseTime(); got < 4*time.Millisecond || got > 5*time.Millisecond {
-		t.Fatalf("after one decay: average = %v, want about 4.3ms", got)
+	b.End(Served, time.Millisecond, at(start.Add(decay)), decay)
+	if got := b.ResponseTime(); got != 5500*time.Microsecond {
+		t.Fatalf("after one decay: average = %v, want 5.5ms", got)
 	}
 	// Many quick samples still move it: each weighs at least 1/16.
 	now := start.Add(decay)
 	for range 100 {
 		now = now.Add(time.Microsecond)
 		b.Begin()
-		b.End(Served, time.Millisecond, now, decay)
+		b.End(Served, time.Millisecond, at(now), decay)
 	}
 	if got := b.ResponseTime(); got > 1100*time.Microsecond {
 		t.Fatalf("after 100 quick samples of 1ms: average = %v", got)
@@ -96,3 +96,5 @@ func TestRegistrySharesBackends(t *testing.T) {
 		t.Fatal("backend kept after its last release")
 	}
 }
+
+func at(t time.Time) func() time.Time { return func() time.Time { return t } }
