@@ -1,5 +1,6 @@
-// Command caddy is Caddy with Sluice's modules plugged in: what
-// `xcaddy build --with github.com/sluicelb/sluice/caddymodules` produces.
+// Command caddy is Caddy with Sluice's modules plugged in: the program
+// `xcaddy build --with github.com/sluicelb/sluice/caddymodules` generates.
+// xcaddy.json is its build manifest; a test keeps the two in agreement.
 package main
 
 import (
@@ -7,6 +8,9 @@ import (
 
 	// Caddy's standard modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// Sluice's modules.
+	_ "github.com/sluicelb/sluice/caddymodules"
 )
 
 func main() {
