@@ -40,7 +40,7 @@ WRKLOG=$OUT/wrk.log
 echo "output dir: $OUT"
 
 # Extra lb_policy arguments: "lb_policy NAME ARGS".  Override per policy with
-# ARGS_<name>, e.g. ARGS_consistent_hash='header X-User' or ARGS_two_choices='{ decay 2s }'.
+# ARGS_<name>, e.g. ARGS_consistent_hash='header X-User' (one line; no blocks).
 declare -A POLICY_ARGS=(
   [consistent_hash]=uri
 )

@@ -1,0 +1,93 @@
+package caddymodules_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/sluicelb/sluice/lbcore/pool"
+)
+
+// TestRequestsAreAccounted runs Caddy in this process so lbcore's counters
+// can be read: every request picked must be reported finished, with its
+// response time, once the proxy is done with it; and a backend that refuses
+// connections is charged with failures while retries keep clients served.
+func TestRequestsAreAccounted(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	dead := freePort(t) // nothing listens here
+	a.delay.Store(int64(2 * time.Millisecond))
+	listen := freePort(t)
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true},
+		"logging": {"logs": {"default": {"level": "ERROR"}}},
+		"apps": {"http": {"servers": {"lb": {
+			"listen": [%q],
+			"routes": [{"handle": [{
+				"handler": "reverse_proxy",
+				"upstreams": [{"dial": %q}, {"dial": %q}, {"dial": %q}],
+				"load_balancing": {
+					"selection_policy": {"policy": "fast_response"},
+					"retries": 2
+				}
+			}]}]
+		}}}}
+	}`, listen, a.addr, b.addr, dead)
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		t.Fatal(err)
+	}
+	defer caddy.Stop()
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				resp, err := client.Get("http://" + listen + "/")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("status %s: retries should hide the dead backend", resp.Status)
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	backends := map[string]*pool.Backend{}
+	for _, addr := range []string{a.addr, b.addr, dead} {
+		be, ok := pool.Backends.Lookup(addr)
+		if !ok {
+			t.Fatalf("backend %s not in the registry", addr)
+		}
+		backends[addr] = be
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for backends[a.addr].InFlight()+backends[b.addr].InFlight()+backends[dead].InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("requests still in flight after all answered: a %d, b %d, dead %d",
+				backends[a.addr].InFlight(), backends[b.addr].InFlight(), backends[dead].InFlight())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	served := backends[a.addr].Total() + backends[b.addr].Total()
+	if served != 200 {
+		t.Errorf("live backends finished %d requests, want 200", served)
+	}
+	if f := backends[dead].Failures(); f == 0 || f != backends[dead].Total() {
+		t.Errorf("dead backend: %d failures of %d requests; want every one a failure", f, backends[dead].Total())
+	}
+	if rt := backends[a.addr].ResponseTime(); rt < 2*time.Millisecond {
+		t.Errorf("response-time average of a 2ms backend is %v", rt)
+	}
+	if backends[a.addr].Total() >= backends[b.addr].Total() {
+		t.Errorf("the 2ms backend served %d, the fast one %d: fast_response should favour the fast one",
+			backends[a.addr].Total(), backends[b.addr].Total())
+	}
+}
