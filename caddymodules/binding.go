@@ -14,8 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
-	"github.com/sluicelb/sluice/lbcore/pool"
 	"github.com/sluicelb/sluice/lbcore/policy"
+	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
 // binder connects a Caddy upstream pool to an lbcore pool and policy. A

@@ -15,8 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
-	"github.com/sluicelb/sluice/lbcore/pool"
 	"github.com/sluicelb/sluice/lbcore/policy"
+	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
 func init() {
