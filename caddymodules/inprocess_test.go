@@ -91,3 +91,74 @@ func TestRequestsAreAccounted(t *testing.T) {
 			backends[a.addr].Total(), backends[b.addr].Total())
 	}
 }
+
+// TestStateSurvivesReload reloads the configuration twice, once well and
+// once badly: counters carry over the good reload, and the bad one is
+// refused while the running configuration keeps serving.
+func TestStateSurvivesReload(t *testing.T) {
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	listen := freePort(t)
+	config := func(weight int, note string) []byte {
+		return fmt.Appendf(nil, `{
+			"admin": {"disabled": true},
+			"logging": {"logs": {"default": {"level": "ERROR"}}},
+			"apps": {"http": {"servers": {"lb": {
+				"listen": [%q],
+				"routes": [{"handle": [
+					{"handler": "headers", "response": {"set": {"X-Note": [%q]}}},
+					{"handler": "reverse_proxy",
+					 "upstreams": [{"dial": %q}, {"dial": %q}],
+					 "load_balancing": {"selection_policy": {"policy": "weighted_least_conn", "weights": {%q: %d}}}}
+				]}]
+			}}}}
+		}`, listen, note, a.addr, b.addr, a.addr, weight)
+	}
+	if err := caddy.Load(config(1, "first"), true); err != nil {
+		t.Fatal(err)
+	}
+	defer caddy.Stop()
+	send := func(n int) {
+		for range n {
+			get(t, "http://"+listen+"/")
+		}
+	}
+	total := func() uint64 {
+		var sum uint64
+		for _, addr := range []string{a.addr, b.addr} {
+			if be, ok := pool.Backends.Lookup(addr); ok {
+				sum += be.Total()
+			}
+		}
+		return sum
+	}
+	waitTotal := func(want uint64) {
+		deadline := time.Now().Add(5 * time.Second)
+		for total() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("backends finished %d requests in all, want %d", total(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	before := total()
+	send(50)
+	waitTotal(before + 50)
+
+	if err := caddy.Load(config(3, "second"), true); err != nil {
+		t.Fatal(err)
+	}
+	send(50)
+	waitTotal(before + 100) // the counters were not reset by the reload
+
+	if err := caddy.Load(config(0, "bad"), true); err == nil {
+		t.Fatal("a zero weight was accepted on reload")
+	}
+	resp, err := client.Get("http://" + listen + "/")
+	if err != nil {
+		t.Fatalf("after a refused reload: %v", err)
+	}
+	resp.Body.Close()
+	if note := resp.Header.Get("X-Note"); note != "second" {
+		t.Fatalf("after a refused reload the running config says %q, want the last good one", note)
+	}
+}
