@@ -30,7 +30,6 @@ type binder struct {
 
 	mu      sync.Mutex
 	current atomic.Pointer[binding]
-	retired []*binding
 }
 
 // binding is one upstream list made into an lbcore pool.
@@ -125,7 +124,10 @@ func (bd *binder) bind(upstreams reverseproxy.UpstreamPool) *binding {
 	}
 	b := bd.build(upstreams)
 	if old := bd.current.Swap(b); old != nil {
-		bd.retired = append(bd.retired, old)
+		// Dynamic upstreams change the list: let the old one go now.
+		// Requests in flight on it still finish through its policy, and
+		// the registry keeps shared backends' counters for the new one.
+		old.release()
 	}
 	return b
 }
@@ -184,18 +186,17 @@ func (b *binding) syncHealth() {
 	}
 }
 
-// release gives back every backend the binder acquired.
+// release gives back the backends the binder holds.
 func (bd *binder) release() {
 	bd.mu.Lock()
 	defer bd.mu.Unlock()
-	all := bd.retired
 	if b := bd.current.Swap(nil); b != nil {
-		all = append(all, b)
+		b.release()
 	}
-	for _, b := range all {
-		for be := range b.upstream {
-			pool.Backends.Release(be.Address)
-		}
+}
+
+func (b *binding) release() {
+	for be := range b.upstream {
+		pool.Backends.Release(be.Address)
 	}
-	bd.retired = nil
 }

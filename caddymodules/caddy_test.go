@@ -370,3 +370,15 @@ func TestBadInputIsRefused(t *testing.T) {
 		t.Fatalf("caddy run's refusal does not name the file and line:\n%s", out)
 	}
 }
+
+func TestQuickstart(t *testing.T) {
+	url := "http://localhost:8080/"
+	runCaddy(t, "quickstart.Caddyfile", nil, url)
+	got := count(t, url, 60, 3)
+	for _, name := range []string{"backend-1", "backend-2", "backend-3"} {
+		key := fmt.Sprintf("Hello from %s (127.0.0.1:900%s)\n", name, name[len(name)-1:])
+		if got[key] == 0 {
+			t.Fatalf("%s served none of 60 requests: %v", name, got)
+		}
+	}
+}
