@@ -335,3 +335,25 @@ func TestHashAddrGroupsByPrefix(t *testing.T) {
 		}
 	}
 }
+
+// A backend's scale (slow start, agent reports) cuts its share in every
+// weighted policy.
+func TestScaleCutsShare(t *testing.T) {
+	for name, newPolicy := range constructors {
+		t.Run(name, func(t *testing.T) {
+			p, ms := newPool(t, 1, 1)
+			clock := newFakeClock()
+			pol := newPolicy(p, testOptions(clock, 7))
+			ms[1].Backend.SetScale(25)
+			got := shares(pol, clock, 5000, constant(time.Millisecond))
+			ratio := float64(got[ms[1].Backend]) / float64(got[ms[0].Backend])
+			if math.Abs(ratio-0.25) > 0.04 {
+				t.Fatalf("backend at 25%% got %d requests to its peer's %d (ratio %.2f), want a quarter", got[ms[1].Backend], got[ms[0].Backend], ratio)
+			}
+			ms[1].Backend.SetScale(0)
+			if got := shares(pol, clock, 100, constant(time.Millisecond)); got[ms[1].Backend] != 0 {
+				t.Fatalf("backend at 0%% got %d requests", got[ms[1].Backend])
+			}
+		})
+	}
+}

@@ -67,6 +67,7 @@ type Backend struct {
 
 	admin    atomic.Uint32 // State: Active, Draining or Offline
 	down     atomic.Bool   // failed health checks
+	scale    atomic.Uint32 // percent of the configured weight; see Scale
 	inFlight atomic.Int64
 	total    atomic.Uint64
 	failures atomic.Uint64
@@ -77,7 +78,26 @@ type Backend struct {
 
 // NewBackend returns an active, healthy backend with no history.
 func NewBackend(address string) *Backend {
-	return &Backend{Address: address}
+	b := &Backend{Address: address}
+	b.scale.Store(100)
+	return b
+}
+
+// MaxScale is the largest weight scale, in percent, that a backend may
+// ask for (HAProxy's agent checks allow the same).
+const MaxScale = 256
+
+// Scale returns the percentage of its configured weight that b takes now:
+// 100 normally, less while it warms up after recovering (slow start) or
+// when its agent asks for less. At 0 it takes no new requests.
+func (b *Backend) Scale() int { return int(b.scale.Load()) }
+
+// SetScale sets b's weight scale in percent, clamped to 0..MaxScale.
+func (b *Backend) SetScale(percent int) {
+	percent = min(max(percent, 0), MaxScale)
+	if int(b.scale.Swap(uint32(percent))) != percent {
+		epoch.Add(1)
+	}
 }
 
 // Admin returns the operator's state for b: Active, Draining or Offline.
@@ -101,7 +121,7 @@ func (b *Backend) SetDown(down bool) {
 }
 
 // Available reports whether b may take new requests.
-func (b *Backend) Available() bool { return b.Admin() == Active && !b.Down() }
+func (b *Backend) Available() bool { return b.Admin() == Active && !b.Down() && b.Scale() > 0 }
 
 // InFlight returns the number of requests sent to b that have not finished.
 func (b *Backend) InFlight() int64 { return b.inFlight.Load() }

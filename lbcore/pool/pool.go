@@ -39,7 +39,9 @@ type Snapshot struct {
 	// Members are all of the pool's members, in configuration order.
 	Members []Member
 	// Eligible are the members that may take new requests now: the
-	// available primaries or, when none is, the available standbys.
+	// available primaries or, when none is, the available standbys. Their
+	// Weight is the effective weight: the configured weight times the
+	// backend's Scale, in hundredths.
 	Eligible []Member
 	// OnStandby says that Eligible holds standbys.
 	OnStandby bool
@@ -102,18 +104,21 @@ func (p *Pool) Snapshot() *Snapshot {
 // build must be called with p.mu held.
 func (p *Pool) build() *Snapshot {
 	s := &Snapshot{Members: p.members, epoch: epoch.Load()}
-	for _, m := range p.members {
-		if !m.Standby && m.Backend.Available() {
-			s.Eligible = append(s.Eligible, m)
-		}
-	}
+	s.Eligible = eligible(p.members, false)
 	if len(s.Eligible) == 0 {
-		for _, m := range p.members {
-			if m.Standby && m.Backend.Available() {
-				s.Eligible = append(s.Eligible, m)
-			}
-		}
+		s.Eligible = eligible(p.members, true)
 		s.OnStandby = len(s.Eligible) > 0
 	}
 	return s
+}
+
+func eligible(members []Member, standby bool) []Member {
+	var out []Member
+	for _, m := range members {
+		if m.Standby == standby && m.Backend.Available() {
+			m.Weight *= m.Backend.Scale()
+			out = append(out, m)
+		}
+	}
+	return out
 }
