@@ -68,7 +68,7 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 		}
 		b.policy.Done(be, pool.Cancelled, 0)
 		if !u.Healthy() {
-			be.SetDown(true)
+			be.MarkDown(pool.ByEngine, true)
 		}
 		key = key*0x9e3779b97f4a7c15 + 1 // hashing policies: look elsewhere
 	}
@@ -182,7 +182,7 @@ func (b *binding) syncHealth() {
 		return
 	}
 	for be, u := range b.upstream {
-		be.SetDown(!u.Healthy())
+		be.MarkDown(pool.ByEngine, !u.Healthy())
 	}
 }
 

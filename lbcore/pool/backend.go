@@ -66,7 +66,7 @@ type Backend struct {
 	Address string
 
 	admin    atomic.Uint32 // State: Active, Draining or Offline
-	down     atomic.Bool   // failed health checks
+	down     atomic.Uint32 // DownSource bits of those who judged it down
 	scale    atomic.Uint32 // percent of the configured weight; see Scale
 	inFlight atomic.Int64
 	total    atomic.Uint64
@@ -110,13 +110,40 @@ func (b *Backend) SetAdmin(s State) {
 	}
 }
 
-// Down reports whether b has failed its health checks.
-func (b *Backend) Down() bool { return b.down.Load() }
+// DownSource says who judged a backend down. Each source's verdict is kept
+// apart, so one cannot clear what another found: Sluice's own health
+// checks, and the engine's (Caddy's active and passive checks).
+type DownSource uint32
 
-// SetDown records the outcome of b's health checks.
-func (b *Backend) SetDown(down bool) {
-	if b.down.Swap(down) != down {
-		epoch.Add(1)
+// The sources of down verdicts.
+const (
+	ByHealthChecks DownSource = 1 << iota
+	ByEngine
+)
+
+// Down reports whether any source has judged b down.
+func (b *Backend) Down() bool { return b.down.Load() != 0 }
+
+// SetDown records the verdict of Sluice's health checks.
+func (b *Backend) SetDown(down bool) { b.MarkDown(ByHealthChecks, down) }
+
+// MarkDown records one source's verdict.
+func (b *Backend) MarkDown(source DownSource, down bool) {
+	for {
+		old := b.down.Load()
+		next := old &^ uint32(source)
+		if down {
+			next |= uint32(source)
+		}
+		if old == next {
+			return
+		}
+		if b.down.CompareAndSwap(old, next) {
+			if (old == 0) != (next == 0) {
+				epoch.Add(1)
+			}
+			return
+		}
 	}
 }
 
