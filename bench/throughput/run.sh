@@ -128,8 +128,10 @@ fi
 
 # ------------------------------------------------------------------ processes (stopped by PID)
 PIDS=()
+WRK_PID=""
 stop_all() {
   local p
+  if [ -n "$WRK_PID" ]; then kill "$WRK_PID" 2>/dev/null || true; wait "$WRK_PID" 2>/dev/null || true; fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
@@ -187,8 +189,13 @@ run_wrk() {
   kill -0 "$CADDY_PID" 2>/dev/null || { echo "caddy died; see $OUT/caddy.log" >&2; exit 1; }
   load=$(cut -d' ' -f1 /proc/loadavg)
   c0=$(cpu_ticks "$CADDY_PID"); b0=$(cpu_ticks "$BACKEND_PID"); o0=$(active_opens)
-  out=$(COUNT_BACKENDS=$count wrk -t"$THREADS" -c"$CONNS" -d"${dur}s" --timeout 5s --latency \
-    -s "$HERE/result.lua" "http://127.0.0.1:$port/" 2>&1) || true
+  # wrk runs in the background so that a signal stops the run at once.
+  COUNT_BACKENDS=$count wrk -t"$THREADS" -c"$CONNS" -d"${dur}s" --timeout 5s --latency \
+    -s "$HERE/result.lua" "http://127.0.0.1:$port/" >"$OUT/wrk.cur" 2>&1 &
+  WRK_PID=$!
+  wait "$WRK_PID" || true
+  WRK_PID=""
+  out=$(<"$OUT/wrk.cur")
   c1=$(cpu_ticks "$CADDY_PID"); b1=$(cpu_ticks "$BACKEND_PID"); o1=$(active_opens)
   printf '### round=%s slot=%s target=%s port=%s load1=%s\n%s\n' "$round" "$slot" "$t" "$port" "$load" "$out" >>"$WRKLOG"
   res=$(grep '^RESULT' <<<"$out" | cut -f2-) || true
@@ -238,6 +245,7 @@ echo "uptime at end: $(uptime)" | tee -a "$OUT/env.txt"
 
 stop_all
 echo
-python3 "$HERE/summarize.py" "$RAW" "$DIST" | tee "$OUT/table.txt"
+rm -f "$OUT/wrk.cur"
+python3 -B "$HERE/summarize.py" "$RAW" "$DIST" | tee "$OUT/table.txt"
 echo
 echo "raw data: $RAW   wrk output: $WRKLOG   table: $OUT/table.txt"

@@ -357,3 +357,17 @@ func TestScaleCutsShare(t *testing.T) {
 		})
 	}
 }
+
+// A backend priced out by one slow sample is tried again once its sample
+// has gone stale, and wins back its share when it proves fast.
+func TestTwoChoicesForgivesStaleSamples(t *testing.T) {
+	p, ms := newPool(t, 1, 1)
+	clock := newFakeClock()
+	pol := NewTwoChoices(p, testOptions(clock, 8))
+	ms[1].Backend.Begin()
+	ms[1].Backend.End(pool.Served, time.Second, clock.Now, DefaultDecay) // one cold, slow answer
+	got := shares(pol, clock, 4000, constant(time.Millisecond))
+	if got[ms[1].Backend] < 1000 {
+		t.Fatalf("backend with one stale slow sample got %d of 4000 requests: %v", got[ms[1].Backend], got)
+	}
+}

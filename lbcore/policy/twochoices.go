@@ -45,7 +45,8 @@ func (c *TwoChoices) Pick(uint64) *pool.Backend {
 		j = int((uint64(i) + 1 + c.opts.Rand()%(n-1)) % n)
 	}
 	a, b := t.members[i].Backend, t.members[j].Backend
-	if price(b) < price(a) {
+	now := c.opts.Now().UnixNano()
+	if c.price(b, now) < c.price(a, now) {
 		a = b
 	}
 	a.Begin()
@@ -54,10 +55,16 @@ func (c *TwoChoices) Pick(uint64) *pool.Backend {
 
 // price is a backend's expected wait. Weight is not in it: it already
 // decided how often the backend is drawn, and ties go to the first draw,
-// so sequential requests split by weight.
-func price(b *pool.Backend) float64 {
-	rt := max(b.ResponseTime(), minResponseTime)
-	return float64(rt) * float64(b.InFlight()+1)
+// so sequential requests split by weight. A response time not refreshed
+// for a while fades (halved after one decay idle, as in Linkerd's peak
+// EWMA): a backend priced out by one slow sample would otherwise never be
+// chosen again to show it has recovered.
+func (c *TwoChoices) price(b *pool.Backend, now int64) float64 {
+	rt := float64(max(b.ResponseTime(), minResponseTime))
+	if idle := now - b.LastSample(); idle > 0 {
+		rt /= 1 + float64(idle)/float64(c.opts.Decay)
+	}
+	return rt * float64(b.InFlight()+1)
 }
 
 // Done records the end of a request.

@@ -164,6 +164,10 @@ func (b *Backend) ResponseTime() time.Duration {
 	return time.Duration(math.Float64frombits(b.rttBits.Load()))
 }
 
+// LastSample returns when b's response time was last sampled, in Unix
+// nanoseconds, or 0.
+func (b *Backend) LastSample() int64 { return b.lastSample.Load() }
+
 // Begin counts a request sent to b.
 func (b *Backend) Begin() { b.inFlight.Add(1) }
 
