@@ -366,8 +366,10 @@ func TestTwoChoicesForgivesStaleSamples(t *testing.T) {
 	pol := NewTwoChoices(p, testOptions(clock, 8))
 	ms[1].Backend.Begin()
 	ms[1].Backend.End(pool.Served, time.Second, clock.Now, DefaultDecay) // one cold, slow answer
-	got := shares(pol, clock, 4000, constant(time.Millisecond))
-	if got[ms[1].Backend] < 1000 {
-		t.Fatalf("backend with one stale slow sample got %d of 4000 requests: %v", got[ms[1].Backend], got)
+	// Within ten decays (5ms a request) it is tried and wins back its half.
+	shares(pol, clock, 4000, constant(5*time.Millisecond))
+	got := shares(pol, clock, 1000, constant(5*time.Millisecond))
+	if got[ms[1].Backend] < 400 {
+		t.Fatalf("backend with one stale slow sample got %d of 1000 requests: %v", got[ms[1].Backend], got)
 	}
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math"
 	"time"
 
 	"github.com/sluicelb/sluice/lbcore/pool"
@@ -45,28 +46,47 @@ func (c *TwoChoices) Pick(uint64) *pool.Backend {
 		j = int((uint64(i) + 1 + c.opts.Rand()%(n-1)) % n)
 	}
 	a, b := t.members[i].Backend, t.members[j].Backend
+	// Prices within a tenth of each other are noise: the first draw, made
+	// by weight, keeps the request, so weights hold among equals.
 	now := c.opts.Now().UnixNano()
-	if c.price(b, now) < c.price(a, now) {
+	rtA, rtB := c.responseTime(a, now), c.responseTime(b, now)
+	switch {
+	case rtA == 0:
+		rtA = rtB // no sample yet: compare on requests in flight alone
+	case rtB == 0:
+		rtB = rtA
+	}
+	if price(rtB, b) < price(rtA, a)*0.9 {
 		a = b
 	}
 	a.Begin()
 	return a
 }
 
-// price is a backend's expected wait. Weight is not in it: it already
-// decided how often the backend is drawn, and ties go to the first draw,
-// so sequential requests split by weight. A response time not refreshed
-// for a while fades (halved after one decay idle, as in Linkerd's peak
-// EWMA): a backend priced out by one slow sample would otherwise never be
-// chosen again to show it has recovered.
-func (c *TwoChoices) price(b *pool.Backend, now int64) float64 {
-	rt := float64(max(b.ResponseTime(), minResponseTime))
-	if idle := now - b.LastSample(); idle > 0 {
-		rt /= 1 + float64(idle)/float64(c.opts.Decay)
+// responseTime is the response time a backend is priced at, or 0 before
+// any sample. One not refreshed for longer than the decay fades
+// exponentially, as in Linkerd's peak EWMA: a backend priced out by one
+// slow sample would otherwise never be chosen again to show it has
+// recovered. Backends in use are sampled well within the decay and compare
+// on their true averages.
+func (c *TwoChoices) responseTime(b *pool.Backend, now int64) float64 {
+	last := b.LastSample()
+	if last == 0 {
+		return 0
 	}
-	return rt * float64(b.InFlight()+1)
+	rt := float64(max(b.ResponseTime(), minResponseTime))
+	if idle := now - last - int64(c.opts.Decay); idle > 0 {
+		rt *= math.Exp(-float64(idle) / float64(c.opts.Decay))
+	}
+	return rt
 }
 
+// price is a backend's expected wait: response time × requests in flight,
+// this one included. Weight is not in it: it already decided how often
+// the backend is drawn.
+func price(rt float64, b *pool.Backend) float64 {
+	return max(rt, float64(minResponseTime)) * float64(b.InFlight()+1)
+}
 // Done records the end of a request.
 func (c *TwoChoices) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	c.done.Done(b, o, rtt)

@@ -186,8 +186,8 @@ const (
 
 // End counts the end of a request begun with Begin. A served request adds
 // rtt to the response-time average, which decays with time constant decay:
-// a sample weighs about 1-exp(-Δt/decay), Δt being the time since the
-// previous sample, and never less than minSampleWeight, so both busy and rarely
+// a sample weighs 1-exp(-Δt/decay), Δt being the time since the previous
+// sample, and never less than minSampleWeight, so both busy and rarely
 // chosen backends follow change within about one decay.
 // now is called only when a sample is taken.
 func (b *Backend) End(o Outcome, rtt time.Duration, now func() time.Time, decay time.Duration) {
@@ -219,10 +219,14 @@ func (b *Backend) Observe(rtt time.Duration, now time.Time, decay time.Duration)
 		if last != 0 && old != 0 {
 			w := 1.0
 			if dt := now.UnixNano() - last; decay > 0 && dt < int64(decay)*32 {
-				// x/(1+x) follows 1-exp(-x) closely where it matters
-				// (small x) at a fraction of the cost.
-				x := float64(dt) / float64(decay)
-				w = max(minSampleWeight, x/(1+x))
+				// 1-exp(-x) is below minSampleWeight for x < 1/16,
+				// where busy backends are: exp runs only for sparse
+				// samples.
+				if x := float64(dt) / float64(decay); x > minSampleWeight {
+					w = 1 - math.Exp(-x)
+				} else {
+					w = minSampleWeight
+				}
 			}
 			next = old + w*(sample-old)
 		}
