@@ -87,6 +87,7 @@ func (c *TwoChoices) responseTime(b *pool.Backend, now int64) float64 {
 func price(rt float64, b *pool.Backend) float64 {
 	return max(rt, float64(minResponseTime)) * float64(b.InFlight()+1)
 }
+
 // Done records the end of a request.
 func (c *TwoChoices) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	c.done.Done(b, o, rtt)
