@@ -12,7 +12,7 @@ import (
 //
 //	pass + in-flight × price
 //
-// is chosen (see loadQueue). Sequential requests therefore split in
+// is chosen, pass growing by one price per pick (see loadQueue). Sequential requests therefore split in
 // inverse proportion to response time, and concurrent ones by in-flight
 // requests weighted by response time, the cost Finagle and Linkerd call
 // peak EWMA. A backend that slows down loses traffic as soon as its average
@@ -35,13 +35,17 @@ const minResponseTime = 50 * time.Microsecond
 
 // NewFastResponse returns the policy for p.
 func NewFastResponse(p *pool.Pool, opts Options) *FastResponse {
-	return &FastResponse{opts: opts.withDefaults(), queue: newLoadQueue(p, responsePrice)}
+	return &FastResponse{opts: opts.withDefaults(), queue: newLoadQueue(p, responsePricing{})}
 }
 
 // responsePrice is a backend's price: its response-time average over its
 // weight. A backend with no sample yet is priced like the average of those
 // that have one, so it is tried at once without being flooded.
-func responsePrice(q *loadQueue, s *slot) float64 {
+type responsePricing struct{}
+
+func (responsePricing) cost(s *slot) float64 { return s.pass + float64(s.inFlight)*s.stride }
+
+func (responsePricing) stride(q *loadQueue, s *slot) float64 {
 	rt := float64(s.backend.ResponseTime())
 	if rt == 0 {
 		rt = q.typicalRT
@@ -70,5 +74,5 @@ func (f *FastResponse) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) 
 		// acceptable one: price it so until it recovers.
 		b.Observe(max(rtt, b.ResponseTime()*MaxPriceRatio, time.Second), f.opts.Now(), f.opts.Decay)
 	}
-	f.queue.done(b, o != pool.Cancelled)
+	f.queue.done(b, o != pool.Cancelled, nil)
 }

@@ -8,7 +8,8 @@ import (
 
 // WeightedLeastConn sends each request to the backend with the fewest
 // requests in flight for its weight; ties go round robin in proportion to
-// weight. Picks cost O(log n): the backends are kept in a heap, as HAProxy
+// weight, as in nginx, so sequential requests, which find nothing in
+// flight, still split by weight. Picks cost O(log n): the backends are kept in a heap, as HAProxy
 // keeps them in a tree, rather than scanned.
 type WeightedLeastConn struct {
 	opts  Options
@@ -19,7 +20,7 @@ type WeightedLeastConn struct {
 func NewWeightedLeastConn(p *pool.Pool, opts Options) *WeightedLeastConn {
 	return &WeightedLeastConn{
 		opts:  opts.withDefaults(),
-		queue: newLoadQueue(p, func(_ *loadQueue, s *slot) float64 { return 1 / s.weight }),
+		queue: newLoadQueue(p, leastConnPricing{}),
 	}
 }
 
@@ -35,5 +36,11 @@ func (l *WeightedLeastConn) Pick(uint64) *pool.Backend {
 // Done records the end of a request.
 func (l *WeightedLeastConn) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	b.End(o, rtt, l.opts.Now, l.opts.Decay)
-	l.queue.done(b, false)
+	l.queue.done(b, false, nil)
 }
+
+// leastConnPricing costs a backend its requests in flight per weight.
+type leastConnPricing struct{}
+
+func (leastConnPricing) stride(_ *loadQueue, s *slot) float64 { return 1 / s.weight }
+func (leastConnPricing) cost(s *slot) float64                  { return float64(s.inFlight) / s.weight }

@@ -9,31 +9,34 @@ import (
 
 // loadQueue orders a pool's eligible backends by cost for the least-load
 // policies, in a min-heap that a pick or a finished request adjusts in
-// O(log n). A backend's cost is
-//
-//	pass + inFlight × stride
-//
-// where stride is its price per request (1/weight for least connections,
-// response time/weight for fast response) and pass grows by one stride per
-// pick. Under load the in-flight term decides, as least connections should;
-// when backends tie (sequential requests find nothing in flight) the pass
-// term is stride scheduling, so ties split in proportion to 1/stride rather
-// than all going to one backend.
+// O(log n). A pricing supplies each backend's cost and its stride, the
+// price of one pick; the queue keeps each backend's pass, which grows by
+// one stride per pick. Backends are ordered by cost, then by pass, so
+// that backends of equal cost take turns in proportion to 1/stride
+// (stride scheduling) rather than all requests going to one of them.
 type loadQueue struct {
-	pool   *pool.Pool
-	stride func(q *loadQueue, s *slot) float64
+	pool    *pool.Pool
+	pricing pricing
 
 	mu    sync.Mutex
 	snap  *pool.Snapshot
 	slots map[*pool.Backend]*slot // every member, eligible or not
 	heap  []entry                 // the eligible members
 	// minStride is the smallest stride among eligible members, kept for
-	// policies that bound how far one backend's price may exceed the best.
+	// pricings that bound how far one backend's price may exceed the best.
 	minStride float64
 	// typicalRT is the mean response time of the eligible members that
 	// have one (1ms if none has), in nanoseconds.
 	typicalRT float64
 	updates   int
+}
+
+// A pricing tells a loadQueue what backends cost.
+type pricing interface {
+	// stride is the price of one pick of s.
+	stride(q *loadQueue, s *slot) float64
+	// cost orders backends: the cheapest is picked.
+	cost(s *slot) float64
 }
 
 type slot struct {
@@ -43,12 +46,11 @@ type slot struct {
 	pass     float64
 	inFlight int64
 	pos      int // index in heap, or -1
+	model    any // the pricing's own per-backend state
 }
 
-func (s *slot) cost() float64 { return s.pass + float64(s.inFlight)*s.stride }
-
-func newLoadQueue(p *pool.Pool, stride func(*loadQueue, *slot) float64) *loadQueue {
-	return &loadQueue{pool: p, stride: stride, slots: make(map[*pool.Backend]*slot)}
+func newLoadQueue(p *pool.Pool, pr pricing) *loadQueue {
+	return &loadQueue{pool: p, pricing: pr, slots: make(map[*pool.Backend]*slot)}
 }
 
 // pick takes the cheapest eligible backend and charges it one request.
@@ -65,18 +67,23 @@ func (q *loadQueue) pick() *pool.Backend {
 	s := q.heap[0].slot
 	s.pass += s.stride
 	s.inFlight++
-	q.heap[0].cost = s.cost()
+	q.price(0)
 	q.down(0)
 	return s.backend
 }
 
 // done credits b with a finished request and, if reprice, re-prices it.
-func (q *loadQueue) done(b *pool.Backend, reprice bool) {
+// observe, if not nil, runs first under the queue's lock, for pricings that
+// learn from each request.
+func (q *loadQueue) done(b *pool.Backend, reprice bool, observe func(*slot)) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s, ok := q.slots[b]
 	if !ok {
 		return
+	}
+	if observe != nil {
+		observe(s)
 	}
 	if s.inFlight > 0 {
 		s.inFlight--
@@ -85,7 +92,7 @@ func (q *loadQueue) done(b *pool.Backend, reprice bool) {
 		return
 	}
 	if reprice {
-		s.stride = q.stride(q, s)
+		s.stride = q.pricing.stride(q, s)
 		q.minStride = min(q.minStride, s.stride)
 		if q.updates++; q.updates%1024 == 0 {
 			q.refreshTypical()
@@ -132,8 +139,8 @@ func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 	q.refreshTypical()
 	for i := range q.heap {
 		s := q.heap[i].slot
-		s.stride = q.stride(q, s)
-		q.heap[i].cost = s.cost()
+		s.stride = q.pricing.stride(q, s)
+		q.price(i)
 	}
 	q.refreshTypical()
 	for i := len(q.heap) - 1; i >= 0; i-- {
@@ -161,18 +168,29 @@ func (q *loadQueue) refreshTypical() {
 	}
 }
 
-// The heap is 4-ary, which halves its depth, and keeps each entry's cost
+// The heap is 4-ary, which halves its depth, and keeps each entry's keys
 // beside the slot pointer so that ordering reads no slot.
 const arity = 4
 
 type entry struct {
-	cost float64
-	slot *slot
+	cost, pass float64
+	slot       *slot
+}
+
+func (q *loadQueue) price(i int) {
+	e := &q.heap[i]
+	e.cost, e.pass = q.pricing.cost(e.slot), e.slot.pass
 }
 
 func (q *loadQueue) less(i, j int) bool {
 	a, b := &q.heap[i], &q.heap[j]
-	return a.cost < b.cost || a.cost == b.cost && a.slot.weight > b.slot.weight
+	if a.cost != b.cost {
+		return a.cost < b.cost
+	}
+	if a.pass != b.pass {
+		return a.pass < b.pass
+	}
+	return a.slot.weight > b.slot.weight
 }
 
 func (q *loadQueue) swap(i, j int) {
@@ -183,7 +201,7 @@ func (q *loadQueue) swap(i, j int) {
 
 // fix re-prices the entry at i and restores heap order.
 func (q *loadQueue) fix(i int) {
-	q.heap[i].cost = q.heap[i].slot.cost()
+	q.price(i)
 	if !q.up(i) {
 		q.down(i)
 	}

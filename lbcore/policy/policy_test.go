@@ -191,22 +191,19 @@ func TestFastResponseFollowsResponseTime(t *testing.T) {
 	}
 }
 
-func TestFastResponseUnderConcurrency(t *testing.T) {
-	// Requests overlap: each backend serves with a fixed time, 30 in
-	// flight at once. The fast backend should carry most of the load.
-	p, ms := newPool(t, 1, 1)
-	clock := newFakeClock()
-	pol := NewFastResponse(p, testOptions(clock, 4))
-	service := map[*pool.Backend]time.Duration{ms[0].Backend: time.Millisecond, ms[1].Backend: 4 * time.Millisecond}
+// simulate runs n requests through pol with concurrency in flight at once;
+// each backend serves in its service time, slower with more in flight
+// (it serves one at a time). It returns the requests per backend.
+func simulate(pol Policy, clock *fakeClock, service map[*pool.Backend]time.Duration, concurrency, n int) map[*pool.Backend]int {
 	type req struct {
 		b   *pool.Backend
 		end time.Time
 	}
 	var open []req
+	busyUntil := make(map[*pool.Backend]time.Time)
 	got := make(map[*pool.Backend]int)
-	for range 5000 {
-		for len(open) >= 30 {
-			// finish the earliest
+	for range n {
+		for len(open) >= concurrency {
 			first := 0
 			for i := range open {
 				if open[i].end.Before(open[first].end) {
@@ -222,10 +219,29 @@ func TestFastResponseUnderConcurrency(t *testing.T) {
 		}
 		b := pol.Pick(0)
 		got[b]++
-		open = append(open, req{b, clock.now.Add(service[b] * time.Duration(b.InFlight()))})
+		start := clock.now
+		if busyUntil[b].After(start) {
+			start = busyUntil[b]
+		}
+		busyUntil[b] = start.Add(service[b])
+		open = append(open, req{b, busyUntil[b]})
 	}
-	if share := float64(got[ms[0].Backend]) / 5000; share < 0.7 {
-		t.Fatalf("4× faster backend got %.0f%% of concurrent requests, want most", share*100)
+	return got
+}
+
+// Under steady concurrency, backends that answer faster take more.
+func TestLoadAwarePoliciesFavourTheFaster(t *testing.T) {
+	for _, name := range []string{"weighted_least_conn", "fast_response", "two_choices"} {
+		t.Run(name, func(t *testing.T) {
+			p, ms := newPool(t, 1, 1)
+			clock := newFakeClock()
+			pol := constructors[name](p, testOptions(clock, 4))
+			service := map[*pool.Backend]time.Duration{ms[0].Backend: time.Millisecond, ms[1].Backend: 4 * time.Millisecond}
+			got := simulate(pol, clock, service, 30, 5000)
+			if share := float64(got[ms[0].Backend]) / 5000; share < 0.7 {
+				t.Fatalf("4× faster backend got %.0f%% of concurrent requests, want most", share*100)
+			}
+		})
 	}
 }
 
