@@ -43,4 +43,4 @@ func (l *WeightedLeastConn) Done(b *pool.Backend, o pool.Outcome, rtt time.Durat
 type leastConnPricing struct{}
 
 func (leastConnPricing) stride(_ *loadQueue, s *slot) float64 { return 1 / s.weight }
-func (leastConnPricing) cost(s *slot) float64                  { return float64(s.inFlight) / s.weight }
+func (leastConnPricing) cost(s *slot) float64                 { return float64(s.inFlight) / s.weight }
