@@ -28,7 +28,10 @@ type loadQueue struct {
 	// typicalRT is the mean response time of the eligible members that
 	// have one (1ms if none has), in nanoseconds.
 	typicalRT float64
-	updates   int
+	// meanWeight is the eligible members' mean weight, for pricings that
+	// read weights as relative hints.
+	meanWeight float64
+	updates    int
 }
 
 // A pricing tells a loadQueue what backends cost.
@@ -54,7 +57,11 @@ func newLoadQueue(p *pool.Pool, pr pricing) *loadQueue {
 }
 
 // pick takes the cheapest eligible backend and charges it one request.
-func (q *loadQueue) pick() *pool.Backend {
+func (q *loadQueue) pick() *pool.Backend { return q.pickAt(func(int) int { return 0 }) }
+
+// pickAt takes the eligible backend at the heap index choose returns for
+// the heap's length, for policies that sometimes explore.
+func (q *loadQueue) pickAt(choose func(n int) int) *pool.Backend {
 	snap := q.pool.Snapshot()
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -64,13 +71,19 @@ func (q *loadQueue) pick() *pool.Backend {
 	if len(q.heap) == 0 {
 		return nil
 	}
-	s := q.heap[0].slot
+	i := choose(len(q.heap))
+	s := q.heap[i].slot
 	s.pass += s.stride
 	s.inFlight++
-	q.price(0)
-	q.down(0)
+	if w, ok := q.pricing.(pickWatcher); ok {
+		w.picked(s)
+	}
+	q.fix(i)
 	return s.backend
 }
+
+// A pickWatcher is a pricing that wants to see each pick.
+type pickWatcher interface{ picked(s *slot) }
 
 // done credits b with a finished request and, if reprice, re-prices it.
 // observe, if not nil, runs first under the queue's lock, for pricings that
@@ -99,6 +112,21 @@ func (q *loadQueue) done(b *pool.Backend, reprice bool, observe func(*slot)) {
 		}
 	}
 	q.fix(s.pos)
+}
+
+// update changes b's pricing state with f and re-prices it.
+func (q *loadQueue) update(b *pool.Backend, f func(*slot)) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s, ok := q.slots[b]
+	if !ok {
+		return
+	}
+	f(s)
+	if s.pos >= 0 {
+		s.stride = q.pricing.stride(q, s)
+		q.fix(s.pos)
+	}
 }
 
 // rebuild follows a new snapshot. Slots outlive snapshots so in-flight
@@ -135,6 +163,10 @@ func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 		q.heap = append(q.heap, entry{slot: s})
 	}
 	q.snap = snap
+	q.meanWeight = 0
+	for _, e := range q.heap {
+		q.meanWeight += e.slot.weight / float64(len(q.heap))
+	}
 	q.minStride = 0
 	q.refreshTypical()
 	for i := range q.heap {

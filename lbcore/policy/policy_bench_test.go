@@ -21,7 +21,7 @@ func BenchmarkPick(b *testing.B) { benchmarkPolicies(b, pool.Cancelled) }
 func BenchmarkRequest(b *testing.B) { benchmarkPolicies(b, pool.Served) }
 
 func benchmarkPolicies(b *testing.B, outcome pool.Outcome) {
-	for _, name := range []string{"smooth_weighted_round_robin", "weighted_least_conn", "fast_response", "two_choices", "consistent_hash"} {
+	for _, name := range []string{"smooth_weighted_round_robin", "weighted_least_conn", "fast_response", "two_choices", "consistent_hash", "load_feedback"} {
 		for _, n := range []int{3, 100, 1000} {
 			b.Run(fmt.Sprintf("%s/n=%d", name, n), func(b *testing.B) {
 				weights := make([]int, n)

@@ -46,6 +46,7 @@ var constructors = map[string]func(*pool.Pool, Options) Policy{
 	"fast_response":               func(p *pool.Pool, o Options) Policy { return NewFastResponse(p, o) },
 	"two_choices":                 func(p *pool.Pool, o Options) Policy { return NewTwoChoices(p, o) },
 	"consistent_hash":             func(p *pool.Pool, o Options) Policy { return NewConsistentHash(p, o) },
+	"load_feedback":               func(p *pool.Pool, o Options) Policy { return NewLoadFeedback(p, o) },
 }
 
 // shares sends n sequential requests, each answered in rtt, and counts
@@ -231,7 +232,7 @@ func simulate(pol Policy, clock *fakeClock, service map[*pool.Backend]time.Durat
 
 // Under steady concurrency, backends that answer faster take more.
 func TestLoadAwarePoliciesFavourTheFaster(t *testing.T) {
-	for _, name := range []string{"weighted_least_conn", "fast_response", "two_choices"} {
+	for _, name := range []string{"weighted_least_conn", "fast_response", "two_choices", "load_feedback"} {
 		t.Run(name, func(t *testing.T) {
 			p, ms := newPool(t, 1, 1)
 			clock := newFakeClock()
