@@ -14,8 +14,10 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/sluicelb/sluice/lbcore/health"
 	"github.com/sluicelb/sluice/lbcore/policy"
 	"github.com/sluicelb/sluice/lbcore/pool"
+	"github.com/sluicelb/sluice/lbcore/report"
 )
 
 // binder connects a Caddy upstream pool to an lbcore pool and policy. A
@@ -24,9 +26,12 @@ import (
 // and reuses it while the list stays the same (static upstreams are one
 // slice for the life of a config), so picks never scan the list.
 type binder struct {
-	members   Members
-	newPolicy func(*pool.Pool) policy.Policy
-	logger    *zap.Logger
+	members     Members
+	health      *HealthChecks
+	loadReports bool
+	newPolicy   func(*pool.Pool) policy.Policy
+	logger      *zap.Logger
+	app         *App
 
 	mu      sync.Mutex
 	current atomic.Pointer[binding]
@@ -39,6 +44,21 @@ type binding struct {
 	policy    policy.Policy
 	upstream  map[*pool.Backend]*reverseproxy.Upstream
 	nextSync  atomic.Int64 // unix nanoseconds
+
+	health      *HealthChecks
+	monitor     *health.Monitor // nil without Sluice health checks
+	stopMonitor context.CancelFunc
+	onStandby   atomic.Bool
+	loadReports bool
+	badReports  atomic.Uint64
+	lastBadLog  atomic.Int64 // unix nanoseconds
+	logger      *zap.Logger
+	app         *App
+}
+
+// reporter is a policy that balances on the load backends report.
+type reporter interface {
+	Report(b *pool.Backend, utilization float64)
 }
 
 // healthSyncInterval is how often Caddy's own view of upstream health
@@ -63,7 +83,7 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 		}
 		u := b.upstream[be]
 		if u.Available() {
-			track(r, b.policy, be)
+			b.track(r, b.policy, be)
 			return u
 		}
 		b.policy.Done(be, pool.Cancelled, 0)
@@ -76,7 +96,7 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 	for _, m := range b.pool.Snapshot().Eligible {
 		if u := b.upstream[m.Backend]; u.Available() {
 			m.Backend.Begin()
-			track(r, doneOnly{}, m.Backend)
+			b.track(r, doneOnly{}, m.Backend)
 			return u
 		}
 	}
@@ -95,21 +115,80 @@ func (doneOnly) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 // which Go's server does once the handler has returned. The outcome is read
 // from the placeholders reverse_proxy sets: if the last attempt went to
 // another upstream, or no response header arrived, this backend failed.
-func track(r *http.Request, pol policy.Policy, be *pool.Backend) {
+// The same placeholders feed passive health and load reports.
+func (b *binding) track(r *http.Request, pol policy.Policy, be *pool.Backend) {
 	ctx := r.Context()
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	start := time.Now()
 	context.AfterFunc(ctx, func() {
-		outcome, rtt := pool.Failed, time.Since(start)
-		if repl != nil {
-			hostport, _ := repl.GetString("http.reverse_proxy.upstream.hostport")
-			latency, ok := repl.Get("http.reverse_proxy.upstream.latency")
-			if d, isDuration := latency.(time.Duration); ok && isDuration && hostport == be.Address {
-				outcome, rtt = pool.Served, d
+		outcome, rtt, status := classify(repl, be), time.Since(start), 0
+		if outcome == pool.Served {
+			latency, _ := repl.Get("http.reverse_proxy.upstream.latency")
+			rtt = latency.(time.Duration)
+			code, _ := repl.Get("http.reverse_proxy.status_code")
+			status, _ = code.(int)
+			if b.loadReports {
+				b.readReport(repl, pol, be)
 			}
 		}
 		pol.Done(be, outcome, rtt)
+		if b.monitor != nil && outcome != pool.Cancelled {
+			b.monitor.Observed(be, outcome == pool.Served && !b.health.passiveFailure(status))
+		}
 	})
+}
+
+// classify tells how a request sent to be ended, from reverse_proxy's
+// placeholders:
+//
+//   - the last attempt went to be and its response header arrived: served;
+//   - a later attempt went elsewhere (reverse_proxy retried): be failed;
+//   - the last attempt went to be without a response and the handler
+//     returned an error (502, 504): be failed;
+//   - neither: the client went away first (wrk stopping, a closed tab).
+//     That says nothing of the backend, and counting it as a failure
+//     would drive traffic from healthy backends.
+func classify(repl *caddy.Replacer, be *pool.Backend) pool.Outcome {
+	if repl == nil {
+		return pool.Cancelled
+	}
+	hostport, _ := repl.GetString("http.reverse_proxy.upstream.hostport")
+	if hostport != be.Address {
+		return pool.Failed
+	}
+	if latency, ok := repl.Get("http.reverse_proxy.upstream.latency"); ok {
+		if _, isDuration := latency.(time.Duration); isDuration {
+			return pool.Served
+		}
+	}
+	if _, errored := repl.Get("http.error.status_code"); errored {
+		return pool.Failed
+	}
+	return pool.Cancelled
+}
+
+// readReport takes the load a backend reported in its response. A report
+// that is malformed or lies is counted, logged at most every 10 seconds,
+// and ignored: the backend keeps its last good figure.
+func (b *binding) readReport(repl *caddy.Replacer, pol policy.Policy, be *pool.Backend) {
+	v, ok := repl.GetString("http.reverse_proxy.header." + report.Header)
+	if !ok || v == "" {
+		return
+	}
+	load, err := report.Parse(v)
+	if err != nil {
+		n := b.badReports.Add(1)
+		now := time.Now().UnixNano()
+		if last := b.lastBadLog.Load(); now-last > int64(10*time.Second) && b.lastBadLog.CompareAndSwap(last, now) {
+			b.logger.Warn("ignoring a bad load report", zap.String("backend", be.Address), zap.Error(err), zap.Uint64("bad_reports", n))
+		}
+		return
+	}
+	u := load.Utilization()
+	be.SetReportedLoad(u)
+	if rp, ok := pol.(reporter); ok {
+		rp.Report(be, u)
+	}
 }
 
 // bind returns the binding for upstreams, building it on first sight.
@@ -170,7 +249,37 @@ func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
 	// Weights were validated at provisioning, so this cannot fail.
 	b.pool, _ = pool.New(strings.Join(slices.Sorted(maps.Keys(named)), " "), members)
 	b.policy = bd.newPolicy(b.pool)
+	b.health, b.loadReports, b.logger, b.app = bd.health, bd.loadReports, bd.logger, bd.app
+	b.onStandby.Store(b.pool.Snapshot().OnStandby)
+	if hc := bd.health; hc != nil && (len(hc.Checks) > 0 || hc.PassiveFails > 0) && bd.app != nil {
+		b.monitor = health.NewMonitor(hc.settings(), b.changed)
+		for _, m := range members {
+			b.monitor.Watch(m.Backend, hc.groupOf(m.Backend.Address), hc.checksFor(m.Backend.Address)...)
+		}
+		b.stopMonitor = bd.app.watch(b.monitor)
+	}
 	return b
+}
+
+// changed relays a backend's change of state to Caddy's events app, and
+// says when the pool falls over to its standbys or back.
+func (b *binding) changed(c health.Change) {
+	data := map[string]any{"backend": c.Address, "pool": b.pool.Name, "reason": c.Reason}
+	if c.Group != "" {
+		data["group"] = c.Group
+	}
+	b.logger.Info("backend "+strings.TrimPrefix(string(c.Kind), "backend_"),
+		zap.String("backend", c.Address), zap.String("reason", c.Reason))
+	b.app.emit(string(c.Kind), data)
+	onStandby := b.pool.Snapshot().OnStandby
+	if b.onStandby.Swap(onStandby) != onStandby {
+		name := "pool_restored"
+		if onStandby {
+			name = "pool_failover"
+		}
+		b.logger.Warn(strings.ReplaceAll(name, "_", " "), zap.String("pool", b.pool.Name))
+		b.app.emit(name, map[string]any{"pool": b.pool.Name})
+	}
 }
 
 // syncHealth copies Caddy's health verdicts into lbcore, at most every
@@ -196,6 +305,9 @@ func (bd *binder) release() {
 }
 
 func (b *binding) release() {
+	if b.stopMonitor != nil {
+		b.stopMonitor()
+	}
 	for be := range b.upstream {
 		pool.Backends.Release(be.Address)
 	}

@@ -6,6 +6,7 @@ package caddymodules_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -50,6 +51,8 @@ type backend struct {
 	name     string
 	addr     string
 	delay    atomic.Int64 // nanoseconds added to each answer
+	sick     atomic.Bool  // /health answers 503
+	agent    atomic.Value // string: /agent's reply
 	listener net.Listener
 	server   *http.Server
 }
@@ -68,6 +71,17 @@ func startBackend(t *testing.T, name string) *backend {
 func (b *backend) serve(t *testing.T, ln net.Listener) {
 	b.listener = ln
 	b.server = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			if b.sick.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			return
+		case "/agent":
+			reply, _ := b.agent.Load().(string)
+			fmt.Fprint(w, cmp.Or(reply, "up 100%"))
+			return
+		}
 		time.Sleep(time.Duration(b.delay.Load()))
 		fmt.Fprint(w, b.name)
 	})}

@@ -162,3 +162,47 @@ func TestStateSurvivesReload(t *testing.T) {
 		t.Fatalf("after a refused reload the running config says %q, want the last good one", note)
 	}
 }
+
+// TestClientAbortIsNotABackendFailure: a client that gives up before the
+// backend answers says nothing of the backend.
+func TestClientAbortIsNotABackendFailure(t *testing.T) {
+	slow := startBackend(t, "slow")
+	slow.delay.Store(int64(300 * time.Millisecond))
+	listen := freePort(t)
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true},
+		"logging": {"logs": {"default": {"level": "ERROR"}}},
+		"apps": {"http": {"servers": {"lb": {
+			"listen": [%q],
+			"routes": [{"handle": [{
+				"handler": "reverse_proxy",
+				"upstreams": [{"dial": %q}],
+				"load_balancing": {"selection_policy": {"policy": "fast_response"}}
+			}]}]
+		}}}}
+	}`, listen, slow.addr)
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		t.Fatal(err)
+	}
+	defer caddy.Stop()
+	impatient := &http.Client{Timeout: 30 * time.Millisecond}
+	for range 5 {
+		if _, err := impatient.Get("http://" + listen + "/"); err == nil {
+			t.Fatal("a 300ms backend answered within 30ms")
+		}
+	}
+	be, ok := pool.Backends.Lookup(slow.addr)
+	if !ok {
+		t.Fatal("backend not in the registry")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for be.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d aborted requests still in flight", be.InFlight())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f := be.Failures(); f != 0 {
+		t.Fatalf("%d client aborts counted as backend failures", f)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -26,24 +27,51 @@ func init() {
 	caddy.RegisterModule(TwoChoices{})
 	caddy.RegisterModule(ConsistentHash{})
 	caddy.RegisterModule(SourceIPHash{})
+	caddy.RegisterModule(LoadFeedback{})
 }
 
 // selector is what every Sluice policy module shares: the upstreams it
-// treats specially and the binder that runs the lbcore policy.
+// treats specially, its health checks, and the binder that runs the
+// lbcore policy.
 type selector struct {
 	Members
+
+	// Sluice's own health checks of the upstreams.
+	Health *HealthChecks `json:"health,omitempty"`
+
+	// Read the load backends report in their responses' Endpoint-Load-Metrics
+	// header (ORCA's text or JSON form). load_feedback balances on it;
+	// other policies only export it as a metric. Default: on for
+	// load_feedback.
+	LoadReports bool `json:"load_reports,omitempty"`
+
 	binder *binder
 }
+
+func (s *selector) core() *selector { return s }
 
 func (s *selector) provision(ctx caddy.Context, newPolicy func(*pool.Pool, policy.Options) policy.Policy, opts policy.Options) error {
 	s.normalize()
 	if err := s.validate(); err != nil {
 		return err
 	}
+	if s.Health != nil {
+		s.Health.normalize()
+		if err := s.Health.validate(); err != nil {
+			return err
+		}
+	}
+	app, err := ctx.App("sluice")
+	if err != nil {
+		return err
+	}
 	s.binder = &binder{
-		members:   s.Members,
-		newPolicy: func(p *pool.Pool) policy.Policy { return newPolicy(p, opts) },
-		logger:    ctx.Logger(),
+		members:     s.Members,
+		health:      s.Health,
+		loadReports: s.LoadReports,
+		newPolicy:   func(p *pool.Pool) policy.Policy { return newPolicy(p, opts) },
+		logger:      ctx.Logger(),
+		app:         app.(*App),
 	}
 	return nil
 }
@@ -59,8 +87,18 @@ func (s *selector) Cleanup() error {
 // unmarshalBlock reads a policy's block: the shared options, and those
 // that option handles for the policy itself.
 func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option func(*caddyfile.Dispenser) (bool, error)) error {
+	hc := new(HealthChecks)
 	for d.NextBlock(0) {
 		ok, err := s.unmarshalOption(d)
+		if !ok {
+			ok, err = hc.unmarshalHealthOption(d)
+		}
+		if !ok && d.Val() == "load_reports" {
+			ok, s.LoadReports = true, true
+			if d.NextArg() {
+				err = d.ArgErr()
+			}
+		}
 		if !ok && option != nil {
 			ok, err = option(d)
 		}
@@ -68,8 +106,11 @@ func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option fu
 			return err
 		}
 		if !ok {
-			return d.Errf("%s has no option %q; it takes weight, standby%s", name, d.Val(), extraOptions[name])
+			return d.Errf("%s has no option %q; it takes weight, standby, health options, load_reports%s", name, d.Val(), extraOptions[name])
 		}
+	}
+	if !reflect.ValueOf(*hc).IsZero() {
+		s.Health = hc
 	}
 	return nil
 }
@@ -77,6 +118,7 @@ func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option fu
 var extraOptions = map[string]string{
 	"fast_response": " and decay",
 	"two_choices":   " and decay",
+	"load_feedback": " and decay",
 }
 
 func unmarshalDecay(d *caddyfile.Dispenser, decay *caddy.Duration) (bool, error) {
@@ -228,6 +270,55 @@ func (p *FastResponse) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return err
 	}
 	return p.unmarshalBlock(d, "fast_response", func(d *caddyfile.Dispenser) (bool, error) {
+		return unmarshalDecay(d, &p.Decay)
+	})
+}
+
+// LoadFeedback keeps every upstream at about the same fraction of its
+// capacity, learned from response times and concurrency and from the load
+// backends report (Endpoint-Load-Metrics headers, agent checks), so
+// backends of unequal power need no hand-set weights. Each request goes
+// where it is expected to finish soonest.
+type LoadFeedback struct {
+	selector
+	// How quickly the response-time average forgets. Default: 2s.
+	Decay caddy.Duration `json:"decay,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (LoadFeedback) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.selection_policies.load_feedback",
+		New: func() caddy.Module { return &LoadFeedback{selector: selector{LoadReports: true}} },
+	}
+}
+
+// Provision sets up the policy.
+func (p *LoadFeedback) Provision(ctx caddy.Context) error {
+	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+		return policy.NewLoadFeedback(pl, o)
+	}, policy.Options{Decay: time.Duration(p.Decay)})
+}
+
+// Select returns the upstream expected to finish the request soonest.
+func (p *LoadFeedback) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
+	return p.binder.choose(pool, r, 0)
+}
+
+// UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
+//
+//	lb_policy load_feedback {
+//		weight <upstream> <n>
+//		standby <upstream...>
+//		decay <duration>
+//		<health options>
+//	}
+func (p *LoadFeedback) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume policy name
+	if err := noArgs(d, "load_feedback"); err != nil {
+		return err
+	}
+	return p.unmarshalBlock(d, "load_feedback", func(d *caddyfile.Dispenser) (bool, error) {
 		return unmarshalDecay(d, &p.Decay)
 	})
 }
@@ -516,6 +607,7 @@ var (
 	_ reverseproxy.Selector = (*TwoChoices)(nil)
 	_ reverseproxy.Selector = (*ConsistentHash)(nil)
 	_ reverseproxy.Selector = (*SourceIPHash)(nil)
+	_ reverseproxy.Selector = (*LoadFeedback)(nil)
 
 	_ caddy.Provisioner = (*SmoothWeightedRoundRobin)(nil)
 	_ caddy.Provisioner = (*WeightedLeastConn)(nil)
@@ -534,4 +626,5 @@ var (
 	_ caddyfile.Unmarshaler = (*TwoChoices)(nil)
 	_ caddyfile.Unmarshaler = (*ConsistentHash)(nil)
 	_ caddyfile.Unmarshaler = (*SourceIPHash)(nil)
+	_ caddyfile.Unmarshaler = (*LoadFeedback)(nil)
 )

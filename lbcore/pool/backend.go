@@ -74,12 +74,28 @@ type Backend struct {
 
 	rttBits    atomic.Uint64 // float64 nanoseconds: response-time average
 	lastSample atomic.Int64  // unix nanoseconds of the last response-time sample
+
+	checkLatency atomic.Int64  // nanoseconds: the last round of health checks
+	loadBits     atomic.Uint64 // float64: the last utilization the backend reported
 }
+
+// CheckLatency returns how long b's last round of health checks took.
+func (b *Backend) CheckLatency() time.Duration { return time.Duration(b.checkLatency.Load()) }
+
+// SetCheckLatency records how long b's last round of health checks took.
+func (b *Backend) SetCheckLatency(d time.Duration) { b.checkLatency.Store(int64(d)) }
+
+// ReportedLoad returns the utilization b last reported of itself, or NaN.
+func (b *Backend) ReportedLoad() float64 { return math.Float64frombits(b.loadBits.Load()) }
+
+// SetReportedLoad records the utilization b reported of itself.
+func (b *Backend) SetReportedLoad(u float64) { b.loadBits.Store(math.Float64bits(u)) }
 
 // NewBackend returns an active, healthy backend with no history.
 func NewBackend(address string) *Backend {
 	b := &Backend{Address: address}
 	b.scale.Store(100)
+	b.loadBits.Store(math.Float64bits(math.NaN()))
 	return b
 }
 
@@ -120,6 +136,9 @@ const (
 	ByHealthChecks DownSource = 1 << iota
 	ByEngine
 )
+
+// DownBy reports whether source has judged b down.
+func (b *Backend) DownBy(source DownSource) bool { return b.down.Load()&uint32(source) != 0 }
 
 // Down reports whether any source has judged b down.
 func (b *Backend) Down() bool { return b.down.Load() != 0 }

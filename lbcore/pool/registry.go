@@ -87,3 +87,16 @@ func (r *Registry) Lookup(address string) (*Backend, bool) {
 	}
 	return e.backend, true
 }
+
+// Each calls f for every backend held or lingering, in no order.
+func (r *Registry) Each(f func(*Backend)) {
+	r.mu.Lock()
+	all := make([]*Backend, 0, len(r.backends))
+	for _, e := range r.backends {
+		all = append(all, e.backend)
+	}
+	r.mu.Unlock()
+	for _, b := range all {
+		f(b)
+	}
+}
