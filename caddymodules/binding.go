@@ -252,7 +252,11 @@ func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
 	b.health, b.loadReports, b.logger, b.app = bd.health, bd.loadReports, bd.logger, bd.app
 	b.onStandby.Store(b.pool.Snapshot().OnStandby)
 	if hc := bd.health; hc != nil && (len(hc.Checks) > 0 || hc.PassiveFails > 0) && bd.app != nil {
-		b.monitor = health.NewMonitor(hc.settings(), b.changed)
+		settings := hc.settings()
+		settings.Warn = func(backend string, err error) {
+			b.logger.Warn("ignoring a bad agent reply", zap.String("backend", backend), zap.Error(err))
+		}
+		b.monitor = health.NewMonitor(settings, b.changed)
 		for _, m := range members {
 			b.monitor.Watch(m.Backend, hc.groupOf(m.Backend.Address), hc.checksFor(m.Backend.Address)...)
 		}

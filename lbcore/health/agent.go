@@ -44,7 +44,13 @@ type AgentCheck struct {
 // line is short, and anything longer is not an agent talking.
 const maxAgentReply = 512
 
-var errAgentTooLong = fmt.Errorf("agent reply longer than %d bytes", maxAgentReply)
+var errAgentTooLong = fmt.Errorf("agent reply longer than %d bytes: %w", maxAgentReply, ErrBadAgentReply)
+
+// ErrBadAgentReply is wrapped by a check's error when the agent answered
+// but its reply could not be read (garbage, oversized). The agent is
+// alive; what it said is worthless. Monitors ignore such rounds and keep
+// the backend's last good state.
+var ErrBadAgentReply = errors.New("bad agent reply")
 
 // Name returns "agent".
 func (c *AgentCheck) Name() string { return "agent" }
@@ -59,7 +65,7 @@ func (c *AgentCheck) Check(ctx context.Context, target string) Result {
 	}
 	rep, err := ParseAgentReply(line)
 	if err != nil {
-		return p.result(&checkError{msg: err.Error(), cause: err})
+		return p.result(&checkError{msg: err.Error(), cause: fmt.Errorf("%w: %w", ErrBadAgentReply, err)})
 	}
 	res := p.result(nil)
 	res.Agent = &rep

@@ -40,6 +40,9 @@ type Settings struct {
 	// PassiveCooldown is how long a backend taken down by passive health
 	// and having no active checks stays down. Default: 10s.
 	PassiveCooldown time.Duration
+	// Warn, if set, hears of agent replies that were ignored, at most once
+	// per backend per minute.
+	Warn func(backend string, err error)
 }
 
 func (s Settings) withDefaults() Settings {
@@ -121,6 +124,9 @@ type watched struct {
 	agentPct int // -1 when no agent has spoken
 	failRun  int // proxied requests failed in a row
 	reason   string
+
+	badReplies int // agent replies ignored
+	lastWarn   time.Time
 }
 
 // NewMonitor returns a monitor that reports changes to onChange (which may
@@ -231,8 +237,14 @@ func (m *Monitor) Round(ctx context.Context, b *pool.Backend) {
 	var failed []string
 	agentPct, agentDrain := -1, false
 	var slowest time.Duration
+	ignored := 0
 	for i, r := range results {
 		slowest = max(slowest, r.Latency)
+		if errors.Is(r.Err, ErrBadAgentReply) {
+			ignored++
+			m.badReply(w, r.Err)
+			continue
+		}
 		if r.Err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", w.checks[i].Name(), r.Err))
 			continue
@@ -250,6 +262,9 @@ func (m *Monitor) Round(ctx context.Context, b *pool.Backend) {
 		}
 	}
 	b.SetCheckLatency(slowest)
+	if ignored == len(results) {
+		return // nothing usable this round: keep the last state
+	}
 	m.mu.Lock()
 	changes := m.observe(w, len(failed) == 0, strings.Join(failed, "; "), false)
 	switch {
@@ -261,6 +276,21 @@ func (m *Monitor) Round(ctx context.Context, b *pool.Backend) {
 	m.applyScale(w)
 	m.mu.Unlock()
 	m.report(changes)
+}
+
+// badReply counts an ignored agent reply and warns at most once a minute.
+func (m *Monitor) badReply(w *watched, err error) {
+	m.mu.Lock()
+	w.badReplies++
+	now := m.now()
+	warn := m.settings.Warn != nil && now.Sub(w.lastWarn) >= time.Minute
+	if warn {
+		w.lastWarn = now
+	}
+	m.mu.Unlock()
+	if warn {
+		m.settings.Warn(w.backend.Address, err)
+	}
 }
 
 func (m *Monitor) runChecks(ctx context.Context, w *watched) []Result {

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,15 +14,19 @@ import (
 
 // scriptedCheck passes or fails as the test says.
 type scriptedCheck struct {
-	name  string
-	fail  atomic.Bool
-	agent atomic.Pointer[AgentReport]
-	calls atomic.Int64
+	name    string
+	garbage atomic.Bool // answer like an agent talking nonsense
+	fail    atomic.Bool
+	agent   atomic.Pointer[AgentReport]
+	calls   atomic.Int64
 }
 
 func (c *scriptedCheck) Name() string { return c.name }
 func (c *scriptedCheck) Check(ctx context.Context, target string) Result {
 	c.calls.Add(1)
+	if c.garbage.Load() {
+		return Result{Err: fmt.Errorf("agent said %q: %w", "¿?", ErrBadAgentReply)}
+	}
 	if c.fail.Load() {
 		return Result{Err: errors.New("scripted failure")}
 	}
@@ -290,5 +295,31 @@ func TestStateCarriesAcrossMonitors(t *testing.T) {
 	m.Round(context.Background(), b)
 	if got := rec.kinds("app:80"); len(got) != 1 || got[0] != BackendUp || b.Down() {
 		t.Fatalf("after rise: changes %v, down %v; want one backend_up", got, b.Down())
+	}
+}
+
+// Garbage from an agent is ignored, counted and warned of: the backend
+// keeps its last good state and weight.
+func TestGarbageAgentRepliesAreIgnored(t *testing.T) {
+	var warnings int
+	m, rec, _ := newTestMonitor(Settings{Rise: 1, Fall: 1, Warn: func(string, error) { warnings++ }})
+	b := pool.NewBackend("app:80")
+	agent := &scriptedCheck{name: "agent"}
+	agent.agent.Store(&AgentReport{State: AgentUp, WeightPercent: 50})
+	m.Watch(b, "", agent)
+	ctx := context.Background()
+	m.Round(ctx, b)
+	agent.garbage.Store(true)
+	for range 10 {
+		m.Round(ctx, b)
+	}
+	if b.Down() || b.Scale() != 50 {
+		t.Fatalf("after garbage replies: down %v, scale %d; want the last good state, up at 50%%", b.Down(), b.Scale())
+	}
+	if got := rec.kinds("app:80"); len(got) != 0 {
+		t.Fatalf("garbage replies caused changes %v", got)
+	}
+	if warnings != 1 || m.backends[b].badReplies != 10 {
+		t.Fatalf("%d warnings and %d counted; want 1 warning a minute and all 10 counted", warnings, m.backends[b].badReplies)
 	}
 }
