@@ -1,32 +1,44 @@
 package policy
 
 import (
+	"math"
 	"time"
 
 	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
 // FastResponse is weighted fast response: it favours the backends that
-// answer fastest. A backend's price per request is its response-time
-// average divided by its weight, and the backend with the lowest
+// answer fastest. Each request goes to the backend with the lowest
 //
-//	pass + in-flight × price
+//	response-time average × (1 + requests in flight ÷ relative weight)
 //
-// is chosen, pass growing by one price per pick (see loadQueue). Sequential requests therefore split in
-// inverse proportion to response time, and concurrent ones by in-flight
-// requests weighted by response time, the cost Finagle and Linkerd call
-// peak EWMA. A backend that slows down loses traffic as soon as its average
-// moves, within about one decay, and wins it back as quickly. No backend
-// is starved: its price is capped at MaxPriceRatio times the best, so it
-// keeps receiving a small share that measures its recovery.
+// the time a new request can expect to wait there (the cost Finagle and
+// Linkerd call peak EWMA). Unlike least connections, which evens out
+// requests in flight and so lets the slowest backend's queue set the tail,
+// it sends a backend only as many requests as it can finish about as soon
+// as the others.
+//
+// Costs are compared in steps of 10%: finer is noise. Backends in one
+// step take turns by weight, so equal backends share sequential requests
+// by weight. A backend that slows down leaves its step at once; the
+// average follows it within about one decay. One pick in ExploreEvery goes
+// to a random backend, so none is starved; such a probe that finds a
+// backend more than twice as fast as its average is believed at once, so a
+// backend that recovers wins its share back within a few probes.
+//
+// The averages are the policy's own, not the backend's shared one: two
+// policies in front of one backend measure what each of them sees.
 type FastResponse struct {
 	opts  Options
 	queue *loadQueue
 }
 
-// MaxPriceRatio caps how many times dearer than the best backend another
-// may be priced: the slowest backend keeps about 1/MaxPriceRatio of the
-// fastest one's share as probes.
+// ExploreEvery is how often, in picks, the response-time policies send a
+// request to a random backend to keep measuring it.
+const ExploreEvery = 32
+
+// MaxPriceRatio bounds, for policies that price by capacity, how many
+// times dearer than the best backend another may be priced.
 const MaxPriceRatio = 50
 
 // minResponseTime keeps response times of loopback backends, which are
@@ -38,41 +50,122 @@ func NewFastResponse(p *pool.Pool, opts Options) *FastResponse {
 	return &FastResponse{opts: opts.withDefaults(), queue: newLoadQueue(p, responsePricing{})}
 }
 
-// responsePrice is a backend's price: its response-time average over its
-// weight. A backend with no sample yet is priced like the average of those
-// that have one, so it is tried at once without being flooded.
+// responseModel is FastResponse's view of one backend.
+type responseModel struct {
+	rt         float64 // response-time average, nanoseconds; 0 before a sample
+	lastSample time.Time
+	probes     int     // exploration picks not yet answered
+	weight     float64 // relative to the pool's mean weight
+}
+
+func responseOf(s *slot) *responseModel {
+	if m, ok := s.model.(*responseModel); ok {
+		return m
+	}
+	m := &responseModel{weight: 1}
+	s.model = m
+	return m
+}
+
 type responsePricing struct{}
 
-func (responsePricing) cost(s *slot) float64 { return s.pass + float64(s.inFlight)*s.stride }
+// step returns x's 10% step: floor(log₁.₁ x), near enough. A float's bits
+// read as an integer are a piecewise-linear log₂ of it (exact at powers of
+// two, within 0.09 between), which is monotonic, so steps stay ordered at
+// a few nanoseconds rather than a math.Log's twenty.
+func step(x float64) float64 {
+	log2 := float64(math.Float64bits(x))/(1<<52) - 1023
+	return math.Floor(log2 / 0.13750352374993502) // log₂ 1.1
+}
 
+// stride keeps the backend's relative weight for cost, and returns the
+// pass step that makes ties go by weight.
 func (responsePricing) stride(q *loadQueue, s *slot) float64 {
-	rt := float64(s.backend.ResponseTime())
+	m := responseOf(s)
+	if q.meanWeight > 0 {
+		m.weight = s.weight / q.meanWeight
+	}
+	return 1 / s.weight
+}
+
+func (responsePricing) cost(s *slot) float64 {
+	m := responseOf(s)
+	rt := m.rt
 	if rt == 0 {
-		rt = q.typicalRT
+		// Not measured yet: assume fast, so it is tried at once; the
+		// in-flight term keeps it from being flooded meanwhile.
+		rt = float64(minResponseTime)
 	}
-	price := max(rt, float64(minResponseTime)) / s.weight
-	if q.minStride > 0 {
-		price = min(price, q.minStride*MaxPriceRatio)
-	}
-	return price
+	wait := max(rt, float64(minResponseTime)) * (1 + float64(s.inFlight)/m.weight)
+	return step(wait)
 }
 
 // Pick returns the backend expected to answer soonest.
 func (f *FastResponse) Pick(uint64) *pool.Backend {
-	b := f.queue.pick()
+	b := f.queue.pickAt(f.explore)
 	if b != nil {
 		b.Begin()
 	}
 	return b
 }
 
+// explore returns the heap index to pick: the top, or now and then a
+// random one, marked as a probe.
+func (f *FastResponse) explore(q *loadQueue, n int) int {
+	r := f.opts.Rand()
+	if r%ExploreEvery != 0 {
+		return 0
+	}
+	i := int((r >> 32) * uint64(n) >> 32)
+	responseOf(q.heap[i].slot).probes++
+	return i
+}
+
 // Done records the end of a request and its response time.
 func (f *FastResponse) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	b.End(o, rtt, f.opts.Now, f.opts.Decay)
-	if o == pool.Failed {
-		// A backend that fails answers no faster than the slowest
-		// acceptable one: price it so until it recovers.
-		b.Observe(max(rtt, b.ResponseTime()*MaxPriceRatio, time.Second), f.opts.Now(), f.opts.Decay)
+	if o == pool.Cancelled {
+		f.queue.done(b, false, nil)
+		return
 	}
-	f.queue.done(b, o != pool.Cancelled, nil)
+	now := f.opts.Now()
+	f.queue.done(b, true, func(s *slot) {
+		m := responseOf(s)
+		probe := m.probes > 0
+		if probe {
+			m.probes--
+		}
+		sample := float64(rtt)
+		if o == pool.Failed {
+			// A backend that fails answers no faster than a slow one:
+			// price it so until it recovers.
+			sample = max(sample, m.rt*MaxPriceRatio, float64(time.Second))
+		}
+		m.observe(sample, now, f.opts.Decay, probe)
+	})
 }
+
+func (m *responseModel) observe(sample float64, now time.Time, decay time.Duration, probe bool) {
+	defer func() { m.lastSample = now }()
+	if m.rt == 0 {
+		m.rt = sample
+		return
+	}
+	if probe {
+		if sample < m.rt/2 {
+			m.rt = sample // recovered: believe it
+		} else {
+			m.rt = (m.rt + sample) / 2
+		}
+		return
+	}
+	w := minSampleWeight
+	if x := float64(now.Sub(m.lastSample)) / float64(decay); x > minSampleWeight {
+		w = 1 - math.Exp(-min(x, 32))
+	}
+	m.rt += w * (sample - m.rt)
+}
+
+// minSampleWeight keeps the average moving when samples arrive faster than
+// the decay would otherwise allow a single one to matter.
+const minSampleWeight = 1.0 / 16

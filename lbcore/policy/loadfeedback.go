@@ -31,7 +31,7 @@ import (
 // keeps the tail short. Backends that tie (equal bases, nothing queued)
 // take turns in proportion to capacity, concurrency ÷ base × (1 −
 // utilization) × weight: a configured weight is only a hint of capacity.
-// One pick in exploreEvery goes to a random backend so that backends not
+// One pick in 2 × ExploreEvery goes to a random backend so that backends not
 // chosen are still measured.
 type LoadFeedback struct {
 	opts    Options
@@ -60,11 +60,45 @@ type capacityModel struct {
 	// about in the order it got them, so the oldest entry belongs to the
 	// request that finishes next: what it met on arrival, not what is in
 	// flight when it leaves, tells whether it queued.
-	dispatched []int64
+	dispatched ring
 }
 
-// maxDispatched bounds the memory of dispatch counts per backend.
+// ring is a FIFO of in-flight counts that grows as needed and reuses its
+// space, so steady traffic allocates nothing.
+type ring struct {
+	buf        []int64
+	head, size int
+}
+
+// maxDispatched bounds the memory of dispatch counts per backend: past it
+// the oldest is dropped.
 const maxDispatched = 4096
+
+func (r *ring) push(v int64) {
+	if r.size == len(r.buf) {
+		if r.size == maxDispatched {
+			r.pop()
+		} else {
+			grown := make([]int64, max(16, 2*len(r.buf)))
+			for i := range r.size {
+				grown[i] = r.buf[(r.head+i)%len(r.buf)]
+			}
+			r.buf, r.head = grown, 0
+		}
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = v
+	r.size++
+}
+
+func (r *ring) pop() (int64, bool) {
+	if r.size == 0 {
+		return 0, false
+	}
+	v := r.buf[r.head]
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return v, true
+}
 
 // Learning rates, per sample.
 const (
@@ -91,24 +125,15 @@ func model(s *slot) *capacityModel {
 }
 
 func (p *feedbackPricing) picked(s *slot) {
-	m := model(s)
-	if len(m.dispatched) >= maxDispatched {
-		m.dispatched = m.dispatched[1:]
-	}
-	m.dispatched = append(m.dispatched, s.inFlight)
+	model(s).dispatched.push(s.inFlight)
 }
 
 // arrival pops the in-flight count met by the request finishing now.
 func (m *capacityModel) arrival(fallback int64) int64 {
-	if len(m.dispatched) == 0 {
-		return fallback
+	if n, ok := m.dispatched.pop(); ok {
+		return n
 	}
-	n := m.dispatched[0]
-	m.dispatched = m.dispatched[1:]
-	if len(m.dispatched) == 0 {
-		m.dispatched = m.dispatched[:0:0] // let the backing array go
-	}
-	return n
+	return fallback
 }
 
 func (p *feedbackPricing) headroom(m *capacityModel) float64 {
@@ -179,15 +204,11 @@ func (m *capacityModel) learn(rtt time.Duration, n int64) {
 	}
 }
 
-// exploreEvery is how often, in picks, LoadFeedback sends a request to a
-// random backend instead, to keep learning backends it would not choose.
-const exploreEvery = 64
-
 // Pick returns the backend expected to finish the request soonest.
 func (l *LoadFeedback) Pick(uint64) *pool.Backend {
-	b := l.queue.pickAt(func(n int) int {
+	b := l.queue.pickAt(func(_ *loadQueue, n int) int {
 		r := l.opts.Rand()
-		if r%exploreEvery != 0 {
+		if r%(2*ExploreEvery) != 0 {
 			return 0
 		}
 		return int((r >> 32) * uint64(n) >> 32)

@@ -83,6 +83,11 @@ func TestLoadFeedbackLearnsCapacity(t *testing.T) {
 		return got, ms, p99, rate
 	}
 	_, _, lcP99, lcRate := run("weighted_least_conn")
+	_, _, frP99, frRate := run("fast_response")
+	t.Logf("fast response: p99 %v, %.0f req/s", frP99, frRate)
+	if frP99 > lcP99*3/4 || frRate < lcRate*0.85 {
+		t.Errorf("fast response p99 %v at %.0f req/s; least conn %v at %.0f: want a clearly shorter tail", frP99, frRate, lcP99, lcRate)
+	}
 	got, ms, p99, rate := run("load_feedback")
 	var shares []int
 	for _, m := range ms {

@@ -57,11 +57,12 @@ func newLoadQueue(p *pool.Pool, pr pricing) *loadQueue {
 }
 
 // pick takes the cheapest eligible backend and charges it one request.
-func (q *loadQueue) pick() *pool.Backend { return q.pickAt(func(int) int { return 0 }) }
+func (q *loadQueue) pick() *pool.Backend { return q.pickAt(func(*loadQueue, int) int { return 0 }) }
 
 // pickAt takes the eligible backend at the heap index choose returns for
-// the heap's length, for policies that sometimes explore.
-func (q *loadQueue) pickAt(choose func(n int) int) *pool.Backend {
+// the heap's length, for policies that sometimes explore. choose runs
+// under the queue's lock.
+func (q *loadQueue) pickAt(choose func(q *loadQueue, n int) int) *pool.Backend {
 	snap := q.pool.Snapshot()
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -71,7 +72,7 @@ func (q *loadQueue) pickAt(choose func(n int) int) *pool.Backend {
 	if len(q.heap) == 0 {
 		return nil
 	}
-	i := choose(len(q.heap))
+	i := choose(q, len(q.heap))
 	s := q.heap[i].slot
 	s.pass += s.stride
 	s.inFlight++
