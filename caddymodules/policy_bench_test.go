@@ -17,8 +17,13 @@ import (
 // context ends, the policy's Done. lbcore's BenchmarkPick measures the
 // policies alone.
 func BenchmarkCaddyPolicies(b *testing.B) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	// A running (empty) configuration gives the modules a context whose
+	// apps they can load.
+	if err := caddy.Load([]byte(`{"admin": {"disabled": true}, "logging": {"logs": {"default": {"level": "ERROR"}}}}`), true); err != nil {
+		b.Fatal(err)
+	}
+	defer caddy.Stop()
+	ctx := caddy.ActiveContext()
 	policies := []struct {
 		name string
 		new  func() reverseproxy.Selector
