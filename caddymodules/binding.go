@@ -76,25 +76,36 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 	}
 	b := bd.bind(upstreams)
 	b.syncHealth()
+	// On a retry the upstream of the failed attempt is still in the
+	// placeholders: its failure is reported only when the request ends,
+	// so keep the retry away from it here.
+	var failed string
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		failed, _ = repl.GetString("http.reverse_proxy.upstream.hostport")
+	}
 	for range maxPickTries {
 		be := b.policy.Pick(key)
 		if be == nil {
 			return nil
 		}
 		u := b.upstream[be]
-		if u.Available() {
+		if u.Available() && (be.Address != failed || len(b.upstream) == 1) {
 			b.track(r, b.policy, be)
 			return u
 		}
 		b.policy.Done(be, pool.Cancelled, 0)
+		if u.Available() {
+			continue // the failed attempt's upstream: pick again
+		}
 		if !u.Healthy() {
 			be.MarkDown(pool.ByEngine, true)
 		}
 		key = key*0x9e3779b97f4a7c15 + 1 // hashing policies: look elsewhere
 	}
-	// Every pick was full (max_requests): take any eligible upstream with room.
+	// Every pick was full (max_requests) or just failed: take any eligible
+	// upstream with room.
 	for _, m := range b.pool.Snapshot().Eligible {
-		if u := b.upstream[m.Backend]; u.Available() {
+		if u := b.upstream[m.Backend]; u.Available() && m.Backend.Address != failed {
 			m.Backend.Begin()
 			b.track(r, doneOnly{}, m.Backend)
 			return u

@@ -56,6 +56,7 @@ type responseModel struct {
 	lastSample time.Time
 	probes     int     // exploration picks not yet answered
 	weight     float64 // relative to the pool's mean weight
+	typical    float64 // the pool's typical response time, for rt == 0
 }
 
 func responseOf(s *slot) *responseModel {
@@ -85,6 +86,7 @@ func (responsePricing) stride(q *loadQueue, s *slot) float64 {
 	if q.meanWeight > 0 {
 		m.weight = s.weight / q.meanWeight
 	}
+	m.typical = q.typicalRT
 	return 1 / s.weight
 }
 
@@ -92,9 +94,9 @@ func (responsePricing) cost(s *slot) float64 {
 	m := responseOf(s)
 	rt := m.rt
 	if rt == 0 {
-		// Not measured yet: assume fast, so it is tried at once; the
-		// in-flight term keeps it from being flooded meanwhile.
-		rt = float64(minResponseTime)
+		// Not measured yet: priced like the pool's typical backend, so it
+		// is tried soon without being flooded.
+		rt = m.typical
 	}
 	wait := max(rt, float64(minResponseTime)) * (1 + float64(s.inFlight)/m.weight)
 	return step(wait)
