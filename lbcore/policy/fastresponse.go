@@ -41,9 +41,11 @@ const ExploreEvery = 32
 // times dearer than the best backend another may be priced.
 const MaxPriceRatio = 50
 
-// minResponseTime keeps response times of loopback backends, which are
-// mostly noise, from deciding the split.
-const minResponseTime = 50 * time.Microsecond
+// minResponseTime is the floor of every response time a policy compares:
+// differences below a millisecond are scheduling noise, not a faster
+// server, and chasing them would send sequential requests to whichever
+// backend was last lucky instead of taking turns.
+const minResponseTime = time.Millisecond
 
 // NewFastResponse returns the policy for p.
 func NewFastResponse(p *pool.Pool, opts Options) *FastResponse {
