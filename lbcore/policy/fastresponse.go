@@ -29,8 +29,10 @@ import (
 // The averages are the policy's own, not the backend's shared one: two
 // policies in front of one backend measure what each of them sees.
 type FastResponse struct {
-	opts  Options
-	queue *loadQueue
+	opts    Options
+	queue   *loadQueue
+	explore func(q *loadQueue, n int) int
+	rng     uint64 // xorshift state; used under the queue's lock
 }
 
 // ExploreEvery is how often, in picks, the response-time policies send a
@@ -49,7 +51,10 @@ const minResponseTime = time.Millisecond
 
 // NewFastResponse returns the policy for p.
 func NewFastResponse(p *pool.Pool, opts Options) *FastResponse {
-	return &FastResponse{opts: opts.withDefaults(), queue: newLoadQueue(p, responsePricing{})}
+	f := &FastResponse{opts: opts.withDefaults(), queue: newLoadQueue(p, responsePricing{})}
+	f.rng = f.opts.Rand() | 1
+	f.explore = f.choose
+	return f
 }
 
 // responseModel is FastResponse's view of one backend.
@@ -113,10 +118,14 @@ func (f *FastResponse) Pick(uint64) *pool.Backend {
 	return b
 }
 
-// explore returns the heap index to pick: the top, or now and then a
-// random one, marked as a probe.
-func (f *FastResponse) explore(q *loadQueue, n int) int {
-	r := f.opts.Rand()
+// choose returns the heap index to pick: the top, or now and then a
+// random one, marked as a probe. It runs under the queue's lock, so a
+// plain xorshift serves, cheaper than a shared generator.
+func (f *FastResponse) choose(q *loadQueue, n int) int {
+	f.rng ^= f.rng << 13
+	f.rng ^= f.rng >> 7
+	f.rng ^= f.rng << 17
+	r := f.rng
 	if r%ExploreEvery != 0 {
 		return 0
 	}
