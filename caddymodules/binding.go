@@ -44,16 +44,13 @@ type binding struct {
 	policy    policy.Policy
 	upstream  map[*pool.Backend]*reverseproxy.Upstream
 	nextSync  atomic.Int64 // unix nanoseconds
+	bd        *binder      // the configuration it was built from
 
-	health      *HealthChecks
 	monitor     *health.Monitor // nil without Sluice health checks
 	stopMonitor context.CancelFunc
 	onStandby   atomic.Bool
-	loadReports bool
 	badReports  atomic.Uint64
 	lastBadLog  atomic.Int64 // unix nanoseconds
-	logger      *zap.Logger
-	app         *App
 }
 
 // reporter is a policy that balances on the load backends report.
@@ -132,25 +129,27 @@ func (b *binding) track(r *http.Request, pol policy.Policy, be *pool.Backend) {
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	start := time.Now()
 	context.AfterFunc(ctx, func() {
-		outcome, rtt, status := classify(repl, be), time.Since(start), 0
+		outcome, rtt := classify(repl, be)
+		if outcome != pool.Served {
+			rtt = time.Since(start)
+		}
+		status := 0
 		if outcome == pool.Served {
-			latency, _ := repl.Get("http.reverse_proxy.upstream.latency")
-			rtt = latency.(time.Duration)
 			code, _ := repl.Get("http.reverse_proxy.status_code")
 			status, _ = code.(int)
-			if b.loadReports {
+			if b.bd.loadReports {
 				b.readReport(repl, pol, be)
 			}
 		}
 		pol.Done(be, outcome, rtt)
 		if b.monitor != nil && outcome != pool.Cancelled {
-			b.monitor.Observed(be, outcome == pool.Served && !b.health.passiveFailure(status))
+			b.monitor.Observed(be, outcome == pool.Served, status)
 		}
 	})
 }
 
-// classify tells how a request sent to be ended, from reverse_proxy's
-// placeholders:
+// classify tells how a request sent to be ended, and for a served one the
+// time to its response header, from reverse_proxy's placeholders:
 //
 //   - the last attempt went to be and its response header arrived: served;
 //   - a later attempt went elsewhere (reverse_proxy retried): be failed;
@@ -159,23 +158,22 @@ func (b *binding) track(r *http.Request, pol policy.Policy, be *pool.Backend) {
 //   - neither: the client went away first (wrk stopping, a closed tab).
 //     That says nothing of the backend, and counting it as a failure
 //     would drive traffic from healthy backends.
-func classify(repl *caddy.Replacer, be *pool.Backend) pool.Outcome {
+func classify(repl *caddy.Replacer, be *pool.Backend) (pool.Outcome, time.Duration) {
 	if repl == nil {
-		return pool.Cancelled
+		return pool.Cancelled, 0
 	}
 	hostport, _ := repl.GetString("http.reverse_proxy.upstream.hostport")
 	if hostport != be.Address {
-		return pool.Failed
+		return pool.Failed, 0
 	}
-	if latency, ok := repl.Get("http.reverse_proxy.upstream.latency"); ok {
-		if _, isDuration := latency.(time.Duration); isDuration {
-			return pool.Served
-		}
+	latency, _ := repl.Get("http.reverse_proxy.upstream.latency")
+	if d, ok := latency.(time.Duration); ok {
+		return pool.Served, d
 	}
 	if _, errored := repl.Get("http.error.status_code"); errored {
-		return pool.Failed
+		return pool.Failed, 0
 	}
-	return pool.Cancelled
+	return pool.Cancelled, 0
 }
 
 // readReport takes the load a backend reported in its response. A report
@@ -191,7 +189,7 @@ func (b *binding) readReport(repl *caddy.Replacer, pol policy.Policy, be *pool.B
 		n := b.badReports.Add(1)
 		now := time.Now().UnixNano()
 		if last := b.lastBadLog.Load(); now-last > int64(10*time.Second) && b.lastBadLog.CompareAndSwap(last, now) {
-			b.logger.Warn("ignoring a bad load report", zap.String("backend", be.Address), zap.Error(err), zap.Uint64("bad_reports", n))
+			b.bd.logger.Warn("ignoring a bad load report", zap.String("backend", be.Address), zap.Error(err), zap.Uint64("bad_reports", n))
 		}
 		return
 	}
@@ -238,7 +236,7 @@ func samePool(a, b reverseproxy.UpstreamPool) bool {
 }
 
 func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
-	b := &binding{upstreams: upstreams, upstream: make(map[*pool.Backend]*reverseproxy.Upstream, len(upstreams))}
+	b := &binding{upstreams: upstreams, bd: bd, upstream: make(map[*pool.Backend]*reverseproxy.Upstream, len(upstreams))}
 	named := make(map[string]bool, len(upstreams))
 	members := make([]pool.Member, 0, len(upstreams))
 	for _, u := range upstreams {
@@ -260,12 +258,11 @@ func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
 	// Weights were validated at provisioning, so this cannot fail.
 	b.pool, _ = pool.New(strings.Join(slices.Sorted(maps.Keys(named)), " "), members)
 	b.policy = bd.newPolicy(b.pool)
-	b.health, b.loadReports, b.logger, b.app = bd.health, bd.loadReports, bd.logger, bd.app
 	b.onStandby.Store(b.pool.Snapshot().OnStandby)
 	if hc := bd.health; hc != nil && (len(hc.Checks) > 0 || hc.PassiveFails > 0) && bd.app != nil {
 		settings := hc.settings()
 		settings.Warn = func(backend string, err error) {
-			b.logger.Warn("ignoring a bad agent reply", zap.String("backend", backend), zap.Error(err))
+			bd.logger.Warn("ignoring a bad agent reply", zap.String("backend", backend), zap.Error(err))
 		}
 		b.monitor = health.NewMonitor(settings, b.changed)
 		for _, m := range members {
@@ -283,17 +280,17 @@ func (b *binding) changed(c health.Change) {
 	if c.Group != "" {
 		data["group"] = c.Group
 	}
-	b.logger.Info("backend "+strings.TrimPrefix(string(c.Kind), "backend_"),
+	b.bd.logger.Info("backend "+strings.TrimPrefix(string(c.Kind), "backend_"),
 		zap.String("backend", c.Address), zap.String("reason", c.Reason))
-	b.app.emit(string(c.Kind), data)
+	b.bd.app.emit(string(c.Kind), data)
 	onStandby := b.pool.Snapshot().OnStandby
 	if b.onStandby.Swap(onStandby) != onStandby {
 		name := "pool_restored"
 		if onStandby {
 			name = "pool_failover"
 		}
-		b.logger.Warn(strings.ReplaceAll(name, "_", " "), zap.String("pool", b.pool.Name))
-		b.app.emit(name, map[string]any{"pool": b.pool.Name})
+		b.bd.logger.Warn(strings.ReplaceAll(name, "_", " "), zap.String("pool", b.pool.Name))
+		b.bd.app.emit(name, map[string]any{"pool": b.pool.Name})
 	}
 }
 

@@ -169,14 +169,16 @@ func parseStatus(s string) (health.StatusRange, error) {
 
 // settings returns the monitor settings hc describes.
 func (hc *HealthChecks) settings() health.Settings {
+	passive, _ := parseStatuses(hc.PassiveStatus) // validated at provisioning
 	return health.Settings{
-		Interval:     time.Duration(hc.Interval),
-		Timeout:      time.Duration(hc.Timeout),
-		Rise:         hc.Rise,
-		Fall:         hc.Fall,
-		Sequential:   hc.Sequential,
-		SlowStart:    health.SlowStart{Period: time.Duration(hc.SlowStart)},
-		PassiveFails: hc.PassiveFails,
+		PassiveStatus: passive,
+		Interval:      time.Duration(hc.Interval),
+		Timeout:       time.Duration(hc.Timeout),
+		Rise:          hc.Rise,
+		Fall:          hc.Fall,
+		Sequential:    hc.Sequential,
+		SlowStart:     health.SlowStart{Period: time.Duration(hc.SlowStart)},
+		PassiveFails:  hc.PassiveFails,
 	}
 }
 
@@ -240,17 +242,6 @@ func (hc *HealthChecks) groupOf(addr string) string {
 		}
 	}
 	return ""
-}
-
-// passiveFailure reports whether a response status counts against a
-// backend.
-func (hc *HealthChecks) passiveFailure(status int) bool {
-	for _, s := range hc.PassiveStatus {
-		if r, err := parseStatus(s); err == nil && status >= r.Min && status <= r.Max {
-			return true
-		}
-	}
-	return false
 }
 
 // unmarshalHealthOption reads one health option of a policy block. Syntax:

@@ -37,6 +37,9 @@ type Settings struct {
 	// the backend is taken down without waiting for its next check.
 	// 0 turns passive health off.
 	PassiveFails int
+	// PassiveStatus lists response statuses that count as failures for
+	// passive health, beside requests the backend did not answer.
+	PassiveStatus []StatusRange
 	// PassiveCooldown is how long a backend taken down by passive health
 	// and having no active checks stays down. Default: 10s.
 	PassiveCooldown time.Duration
@@ -314,13 +317,16 @@ func (m *Monitor) runChecks(ctx context.Context, w *watched) []Result {
 	return results
 }
 
-// Observed counts a proxied request's outcome for passive health: after
-// PassiveFails failures in a row the backend goes down at once and needs
-// Rise passed rounds (or, with no checks, PassiveCooldown) to return.
-func (m *Monitor) Observed(b *pool.Backend, ok bool) {
+// Observed counts a proxied request's outcome for passive health: a
+// request fails when the backend did not answer or answered with a status
+// in PassiveStatus. After PassiveFails failures in a row the backend goes
+// down at once and needs Rise passed rounds (or, with no checks,
+// PassiveCooldown) to return.
+func (m *Monitor) Observed(b *pool.Backend, answered bool, status int) {
 	if m.settings.PassiveFails <= 0 {
 		return
 	}
+	ok := answered && !inRanges(status, m.settings.PassiveStatus)
 	m.mu.Lock()
 	w, found := m.backends[b]
 	if !found {
@@ -432,6 +438,3 @@ func (m *Monitor) report(changes []Change) {
 		m.onChange(c)
 	}
 }
-
-// ErrNoChecks is returned by configuration that gives a backend no check.
-var ErrNoChecks = errors.New("no health check configured")

@@ -150,20 +150,26 @@ func TestPortBindingGroupGoesDownTogether(t *testing.T) {
 }
 
 func TestPassiveFailuresTakeABackendDown(t *testing.T) {
-	m, rec, _ := newTestMonitor(Settings{Rise: 2, Fall: 3, PassiveFails: 3})
+	m, rec, _ := newTestMonitor(Settings{Rise: 2, Fall: 3, PassiveFails: 3, PassiveStatus: []StatusRange{{502, 504}}})
 	b := pool.NewBackend("app:80")
 	c := &scriptedCheck{name: "http"}
 	m.Watch(b, "", c)
 	ctx := context.Background()
 	m.Round(ctx, b)
-	m.Observed(b, false)
-	m.Observed(b, true) // a success resets the count
-	m.Observed(b, false)
-	m.Observed(b, false)
+	m.Observed(b, false, 0)
+	m.Observed(b, true, 200) // a success resets the count
+	m.Observed(b, true, 503) // a status that counts as failure
+	m.Observed(b, false, 0)
 	if b.Down() {
 		t.Fatal("down after 2 failures in a row; want 3")
 	}
-	m.Observed(b, false)
+	m.Observed(b, true, 500) // not a listed status: still a success...
+	m.Observed(b, false, 0)
+	m.Observed(b, false, 0)
+	if b.Down() {
+		t.Fatal("down although a 500, not counted as failure, broke the run")
+	}
+	m.Observed(b, false, 0)
 	if !b.Down() {
 		t.Fatal("3 failed requests in a row did not take the backend down")
 	}
