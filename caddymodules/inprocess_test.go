@@ -1,6 +1,7 @@
 package caddymodules_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -13,6 +14,32 @@ import (
 	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
+// loadProxy runs Caddy in this process with one reverse_proxy to upstreams,
+// load balanced as loadBalancing (its JSON) says, and returns the address
+// it listens on. Caddy stops when the test ends.
+func loadProxy(t *testing.T, loadBalancing string, upstreams ...string) string {
+	t.Helper()
+	listen := freePort(t)
+	dials := make([]map[string]string, len(upstreams))
+	for i, u := range upstreams {
+		dials[i] = map[string]string{"dial": u}
+	}
+	list, _ := json.Marshal(dials)
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true},
+		"logging": {"logs": {"default": {"level": "ERROR"}}},
+		"apps": {"http": {"servers": {"lb": {
+			"listen": [%q],
+			"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": %s, "load_balancing": %s}]}]
+		}}}}
+	}`, listen, list, loadBalancing)
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	return listen
+}
+
 // TestRequestsAreAccounted runs Caddy in this process so lbcore's counters
 // can be read: every request picked must be reported finished, with its
 // response time, once the proxy is done with it; and a backend that refuses
@@ -21,26 +48,7 @@ func TestRequestsAreAccounted(t *testing.T) {
 	a, b := startBackend(t, "a"), startBackend(t, "b")
 	dead := freePort(t) // nothing listens here
 	a.delay.Store(int64(2 * time.Millisecond))
-	listen := freePort(t)
-	cfg := fmt.Sprintf(`{
-		"admin": {"disabled": true},
-		"logging": {"logs": {"default": {"level": "ERROR"}}},
-		"apps": {"http": {"servers": {"lb": {
-			"listen": [%q],
-			"routes": [{"handle": [{
-				"handler": "reverse_proxy",
-				"upstreams": [{"dial": %q}, {"dial": %q}, {"dial": %q}],
-				"load_balancing": {
-					"selection_policy": {"policy": "fast_response"},
-					"retries": 2
-				}
-			}]}]
-		}}}}
-	}`, listen, a.addr, b.addr, dead)
-	if err := caddy.Load([]byte(cfg), true); err != nil {
-		t.Fatal(err)
-	}
-	defer caddy.Stop()
+	listen := loadProxy(t, `{"selection_policy": {"policy": "fast_response"}, "retries": 2}`, a.addr, b.addr, dead)
 
 	var wg sync.WaitGroup
 	for range 4 {
@@ -68,14 +76,9 @@ func TestRequestsAreAccounted(t *testing.T) {
 		}
 		backends[addr] = be
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for backends[a.addr].InFlight()+backends[b.addr].InFlight()+backends[dead].InFlight() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("requests still in flight after all answered: a %d, b %d, dead %d",
-				backends[a.addr].InFlight(), backends[b.addr].InFlight(), backends[dead].InFlight())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "every answered request to be reported finished", 5*time.Second, func() bool {
+		return backends[a.addr].InFlight()+backends[b.addr].InFlight()+backends[dead].InFlight() == 0
+	})
 	served := backends[a.addr].Total() + backends[b.addr].Total()
 	if served != 200 {
 		t.Errorf("live backends finished %d requests, want 200", served)
@@ -132,13 +135,8 @@ func TestStateSurvivesReload(t *testing.T) {
 		return sum
 	}
 	waitTotal := func(want uint64) {
-		deadline := time.Now().Add(5 * time.Second)
-		for total() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("backends finished %d requests in all, want %d", total(), want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitFor(t, fmt.Sprintf("backends to have finished %d requests in all", want), 5*time.Second,
+			func() bool { return total() == want })
 	}
 	before := total()
 	send(50)
@@ -168,23 +166,7 @@ func TestStateSurvivesReload(t *testing.T) {
 func TestClientAbortIsNotABackendFailure(t *testing.T) {
 	slow := startBackend(t, "slow")
 	slow.delay.Store(int64(300 * time.Millisecond))
-	listen := freePort(t)
-	cfg := fmt.Sprintf(`{
-		"admin": {"disabled": true},
-		"logging": {"logs": {"default": {"level": "ERROR"}}},
-		"apps": {"http": {"servers": {"lb": {
-			"listen": [%q],
-			"routes": [{"handle": [{
-				"handler": "reverse_proxy",
-				"upstreams": [{"dial": %q}],
-				"load_balancing": {"selection_policy": {"policy": "fast_response"}}
-			}]}]
-		}}}}
-	}`, listen, slow.addr)
-	if err := caddy.Load([]byte(cfg), true); err != nil {
-		t.Fatal(err)
-	}
-	defer caddy.Stop()
+	listen := loadProxy(t, `{"selection_policy": {"policy": "fast_response"}}`, slow.addr)
 	impatient := &http.Client{Timeout: 30 * time.Millisecond}
 	for range 5 {
 		if _, err := impatient.Get("http://" + listen + "/"); err == nil {
@@ -195,13 +177,7 @@ func TestClientAbortIsNotABackendFailure(t *testing.T) {
 	if !ok {
 		t.Fatal("backend not in the registry")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for be.InFlight() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d aborted requests still in flight", be.InFlight())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "aborted requests to be reported finished", 5*time.Second, func() bool { return be.InFlight() == 0 })
 	if f := be.Failures(); f != 0 {
 		t.Fatalf("%d client aborts counted as backend failures", f)
 	}
