@@ -39,32 +39,24 @@ func (c *SMTPCheck) Name() string { return "smtp" }
 
 // Check greets the SMTP server at target.
 func (c *SMTPCheck) Check(ctx context.Context, target string) Result {
-	p, cancel := startProbe(ctx)
-	defer cancel()
-	return p.result(c.check(p, target))
-}
-
-func (c *SMTPCheck) check(p *probe, target string) error {
 	hello := c.Hello
 	if hello == "" {
 		hello = "sluice.health"
 	}
 	if strings.ContainsAny(hello, "\r\n ") {
-		// It would end the command early and smuggle in another.
-		return failf("EHLO name %s contains a space or line break", quote(hello))
+		// It would end the command early and smuggle in another: refuse
+		// before connecting.
+		return Result{Err: failf("EHLO name %s contains a space or line break", quote(hello))}
 	}
-	s, err := dialBanner(p, target, c.Port)
-	if err != nil {
-		return err
-	}
-	defer s.close("QUIT\r\n")
-	if err := s.expectCode("SMTP greeting", 220); err != nil {
-		return err
-	}
-	if err := s.send("EHLO " + hello + "\r\n"); err != nil {
-		return err
-	}
-	return s.expectCode("SMTP EHLO reply", 250)
+	return converse(ctx, target, c.Port, "QUIT\r\n", func(s *bannerSession) error {
+		if err := s.expectCode("SMTP greeting", 220); err != nil {
+			return err
+		}
+		if err := s.send("EHLO " + hello + "\r\n"); err != nil {
+			return err
+		}
+		return s.expectCode("SMTP EHLO reply", 250)
+	})
 }
 
 // FTPCheck passes when an FTP server greets with 220 (RFC 959).
@@ -79,14 +71,9 @@ func (c *FTPCheck) Name() string { return "ftp" }
 
 // Check reads the greeting of the FTP server at target.
 func (c *FTPCheck) Check(ctx context.Context, target string) Result {
-	p, cancel := startProbe(ctx)
-	defer cancel()
-	s, err := dialBanner(p, target, c.Port)
-	if err != nil {
-		return p.result(err)
-	}
-	defer s.close("QUIT\r\n")
-	return p.result(s.expectCode("FTP greeting", 220))
+	return converse(ctx, target, c.Port, "QUIT\r\n", func(s *bannerSession) error {
+		return s.expectCode("FTP greeting", 220)
+	})
 }
 
 // POP3Check passes when a POP3 server greets with +OK (RFC 1939).
@@ -101,14 +88,9 @@ func (c *POP3Check) Name() string { return "pop3" }
 
 // Check reads the greeting of the POP3 server at target.
 func (c *POP3Check) Check(ctx context.Context, target string) Result {
-	p, cancel := startProbe(ctx)
-	defer cancel()
-	s, err := dialBanner(p, target, c.Port)
-	if err != nil {
-		return p.result(err)
-	}
-	defer s.close("QUIT\r\n")
-	return p.result(s.expectPrefix("POP3 greeting", "+OK"))
+	return converse(ctx, target, c.Port, "QUIT\r\n", func(s *bannerSession) error {
+		return s.expectPrefix("POP3 greeting", "+OK")
+	})
 }
 
 // IMAPCheck passes when an IMAP server greets with "* OK" (RFC 9051), or
@@ -125,14 +107,22 @@ func (c *IMAPCheck) Name() string { return "imap" }
 
 // Check reads the greeting of the IMAP server at target.
 func (c *IMAPCheck) Check(ctx context.Context, target string) Result {
+	return converse(ctx, target, c.Port, "a1 LOGOUT\r\n", func(s *bannerSession) error {
+		return s.expectPrefix("IMAP greeting", "* OK", "* PREAUTH")
+	})
+}
+
+// converse is one probe of a banner server: dial target (port, if set,
+// replacing its own), talk, then say bye and hang up.
+func converse(ctx context.Context, target string, port int, bye string, talk func(*bannerSession) error) Result {
 	p, cancel := startProbe(ctx)
 	defer cancel()
-	s, err := dialBanner(p, target, c.Port)
+	s, err := dialBanner(p, target, port)
 	if err != nil {
 		return p.result(err)
 	}
-	defer s.close("a1 LOGOUT\r\n")
-	return p.result(s.expectPrefix("IMAP greeting", "* OK", "* PREAUTH"))
+	defer s.close(bye)
+	return p.result(talk(s))
 }
 
 // bannerSession is a line-oriented conversation with a banner server.
