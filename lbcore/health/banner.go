@@ -46,7 +46,9 @@ func (c *SMTPCheck) Check(ctx context.Context, target string) Result {
 	if strings.ContainsAny(hello, "\r\n ") {
 		// It would end the command early and smuggle in another: refuse
 		// before connecting.
-		return Result{Err: failf("EHLO name %s contains a space or line break", quote(hello))}
+		p, cancel := startProbe(ctx)
+		defer cancel()
+		return p.result(failf("EHLO name %s contains a space or line break", quote(hello)))
 	}
 	return converse(ctx, target, c.Port, "QUIT\r\n", func(s *bannerSession) error {
 		if err := s.expectCode("SMTP greeting", 220); err != nil {
