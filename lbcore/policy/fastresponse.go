@@ -39,10 +39,6 @@ type FastResponse struct {
 // request to a random backend to keep measuring it.
 const ExploreEvery = 32
 
-// MaxPriceRatio bounds, for policies that price by capacity, how many
-// times dearer than the best backend another may be priced.
-const MaxPriceRatio = 50
-
 // minResponseTime is the floor of every response time a policy compares:
 // differences below a millisecond are scheduling noise, not a faster
 // server, and chasing them would send sequential requests to whichever
@@ -172,13 +168,5 @@ func (m *responseModel) observe(sample float64, now time.Time, decay time.Durati
 		}
 		return
 	}
-	w := minSampleWeight
-	if x := float64(now.Sub(m.lastSample)) / float64(decay); x > minSampleWeight {
-		w = 1 - math.Exp(-min(x, 32))
-	}
-	m.rt += w * (sample - m.rt)
+	m.rt += pool.SampleWeight(now.Sub(m.lastSample), decay) * (sample - m.rt)
 }
-
-// minSampleWeight keeps the average moving when samples arrive faster than
-// the decay would otherwise allow a single one to matter.
-const minSampleWeight = 1.0 / 16

@@ -107,6 +107,12 @@ const (
 	maxUtilization   = 0.95 // beyond this a backend is priced as 20× slower, not infinitely
 )
 
+// MaxPriceRatio bounds how many times dearer than the best backend another
+// may be priced, so a backend priced out by its figures keeps a share that
+// measures it again; fast_response prices a failure at this many times the
+// backend's average.
+const MaxPriceRatio = 50
+
 type feedbackPricing struct {
 	now   func() time.Time
 	decay time.Duration

@@ -219,16 +219,31 @@ func (b *Backend) End(o Outcome, rtt time.Duration, now func() time.Time, decay 
 	}
 	b.total.Add(1)
 	if o == Served {
-		b.Observe(rtt, now(), decay)
+		b.observe(rtt, now(), decay)
 	}
 }
 
-// minSampleWeight keeps the average moving when samples arrive faster than
+// minSampleWeight keeps an average moving when samples arrive faster than
 // the decay would otherwise allow a single one to matter.
 const minSampleWeight = 1.0 / 16
 
-// Observe adds a response-time sample taken at now to b's average.
-func (b *Backend) Observe(rtt time.Duration, now time.Time, decay time.Duration) {
+// SampleWeight is how much a response-time sample taken dt after the
+// previous one weighs in an average with time constant decay:
+// 1-exp(-dt/decay), and never less than 1/16. exp runs only for sparse
+// samples: below x = 1/16, where busy backends are, the floor wins.
+func SampleWeight(dt, decay time.Duration) float64 {
+	if decay <= 0 || dt >= 32*decay {
+		return 1
+	}
+	x := float64(dt) / float64(decay)
+	if x <= minSampleWeight {
+		return minSampleWeight
+	}
+	return 1 - math.Exp(-x)
+}
+
+// observe adds a response-time sample taken at now to b's average.
+func (b *Backend) observe(rtt time.Duration, now time.Time, decay time.Duration) {
 	sample := float64(rtt)
 	last := b.lastSample.Swap(now.UnixNano())
 	for {
@@ -236,18 +251,7 @@ func (b *Backend) Observe(rtt time.Duration, now time.Time, decay time.Duration)
 		old := math.Float64frombits(oldBits)
 		next := sample
 		if last != 0 && old != 0 {
-			w := 1.0
-			if dt := now.UnixNano() - last; decay > 0 && dt < int64(decay)*32 {
-				// 1-exp(-x) is below minSampleWeight for x < 1/16,
-				// where busy backends are: exp runs only for sparse
-				// samples.
-				if x := float64(dt) / float64(decay); x > minSampleWeight {
-					w = 1 - math.Exp(-x)
-				} else {
-					w = minSampleWeight
-				}
-			}
-			next = old + w*(sample-old)
+			next = old + SampleWeight(time.Duration(now.UnixNano()-last), decay)*(sample-old)
 		}
 		if b.rttBits.CompareAndSwap(oldBits, math.Float64bits(next)) {
 			return
