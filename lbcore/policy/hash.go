@@ -12,19 +12,12 @@ const (
 )
 
 // HashString returns the affinity hash of a request key.
-func HashString(s string) uint64 {
-	h := uint64(fnvOffset)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= fnvPrime
-	}
-	return mix(h)
-}
+func HashString(s string) uint64 { return hashBytes(0, s) }
 
-func hashBytes(seed uint64, b []byte) uint64 {
+func hashBytes[T string | []byte](seed uint64, b T) uint64 {
 	h := uint64(fnvOffset) ^ seed
-	for _, c := range b {
-		h ^= uint64(c)
+	for i := 0; i < len(b); i++ {
+		h ^= uint64(b[i])
 		h *= fnvPrime
 	}
 	return mix(h)

@@ -88,7 +88,7 @@ func buildMaglev(members []pool.Member) *maglevTable {
 	maxWeight := 0
 	for i, m := range members {
 		t.backends[i] = m.Backend
-		name := []byte(m.Backend.Address)
+		name := m.Backend.Address
 		offset[i] = hashBytes(0x6d61676c6576, name) % uint64(size)
 		skip[i] = hashBytes(0x736b6970, name)%uint64(size-1) + 1
 		maxWeight = max(maxWeight, m.Weight)
