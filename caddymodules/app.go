@@ -2,7 +2,9 @@ package caddymodules
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,7 +40,15 @@ type App struct {
 	mu       sync.Mutex
 	running  bool
 	monitors []watchedMonitor
+	pools    map[string]*binder // by the operator's pool name
 }
+
+// active is the app of the running configuration, for what lives outside
+// any configuration: admin routes.
+var active atomic.Pointer[App]
+
+// activeApp returns the app of the running configuration, or nil.
+func activeApp() *App { return active.Load() }
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
@@ -70,6 +80,7 @@ func (a *App) Start() error {
 			return
 		}
 		a.bindStatic()
+		active.Store(a)
 		a.mu.Lock()
 		a.running = true
 		monitors := a.monitors
@@ -103,7 +114,30 @@ func (a *App) waitActive() bool {
 func (a *App) Stop() error {
 	a.cancel()
 	a.wg.Wait()
+	active.CompareAndSwap(a, nil)
 	return nil
+}
+
+// registerPool names a pool of this configuration.
+func (a *App) registerPool(name string, bd *binder) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, dup := a.pools[name]; dup {
+		return fmt.Errorf("pool %q is named by two reverse_proxy blocks; pool names must be unique", name)
+	}
+	if a.pools == nil {
+		a.pools = make(map[string]*binder)
+	}
+	a.pools[name] = bd
+	return nil
+}
+
+// namedPool returns the policy binder of the pool called name.
+func (a *App) namedPool(name string) (*binder, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	bd, ok := a.pools[name]
+	return bd, ok
 }
 
 // watch adds a monitor, started now if the configuration runs, else when

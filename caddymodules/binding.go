@@ -26,6 +26,7 @@ import (
 // and reuses it while the list stays the same (static upstreams are one
 // slice for the life of a config), so picks never scan the list.
 type binder struct {
+	name        string // the operator's name for the pool, or ""
 	members     Members
 	health      *HealthChecks
 	loadReports bool
@@ -255,8 +256,12 @@ func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
 				zap.String("upstream", addr))
 		}
 	}
+	name := bd.name
+	if name == "" {
+		name = strings.Join(slices.Sorted(maps.Keys(named)), " ")
+	}
 	// Weights were validated at provisioning, so this cannot fail.
-	b.pool, _ = pool.New(strings.Join(slices.Sorted(maps.Keys(named)), " "), members)
+	b.pool, _ = pool.New(name, members)
 	b.policy = bd.newPolicy(b.pool)
 	b.onStandby.Store(b.pool.Snapshot().OnStandby)
 	if hc := bd.health; hc != nil && (len(hc.Checks) > 0 || hc.PassiveFails > 0) && bd.app != nil {

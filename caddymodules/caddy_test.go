@@ -347,6 +347,7 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"unknown hash key", "lb_policy consistent_hash path", "unknown hash key"},
 		{"unknown option", "lb_policy two_choices {\n\t\tbackup 127.0.0.1:9001\n\t}", "two_choices has no option"},
 		{"bad decay", "lb_policy fast_response {\n\t\tdecay soon\n\t}", "decay must be a positive duration"},
+		{"bad pool name", "lb_policy fast_response {\n\t\tpool web/1\n\t}", `web/1\" must be letters`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +181,29 @@ func TestClientAbortIsNotABackendFailure(t *testing.T) {
 	waitFor(t, "aborted requests to be reported finished", 5*time.Second, func() bool { return be.InFlight() == 0 })
 	if f := be.Failures(); f != 0 {
 		t.Fatalf("%d client aborts counted as backend failures", f)
+	}
+}
+
+// TestPoolNamesAreUnique: two reverse_proxy blocks may not claim one pool
+// name, since admin actions and fallbacks find pools by it.
+func TestPoolNamesAreUnique(t *testing.T) {
+	lb := `{"selection_policy": {"policy": "weighted_least_conn", "pool": "web"}}`
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true},
+		"apps": {"http": {"servers": {"lb": {
+			"listen": [%q],
+			"routes": [
+				{"match": [{"path": ["/a"]}], "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:1"}], "load_balancing": %s}]},
+				{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:2"}], "load_balancing": %s}]}
+			]
+		}}}}
+	}`, freePort(t), lb, lb)
+	err := caddy.Load([]byte(cfg), true)
+	if err == nil {
+		caddy.Stop()
+		t.Fatal("two reverse_proxy blocks named the same pool and the config loaded")
+	}
+	if !strings.Contains(err.Error(), `pool "web" is named by two reverse_proxy blocks`) {
+		t.Fatalf("error does not say which pool is named twice: %v", err)
 	}
 }

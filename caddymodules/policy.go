@@ -36,6 +36,11 @@ func init() {
 type selector struct {
 	Members
 
+	// Pool names this reverse_proxy's upstreams as a pool (node group), for
+	// the admin API, events and fallback rules. Names are unique within a
+	// configuration. Default: the upstream addresses, sorted and joined.
+	Pool string `json:"pool,omitempty"`
+
 	// Sluice's own health checks of the upstreams.
 	Health *HealthChecks `json:"health,omitempty"`
 
@@ -61,17 +66,24 @@ func (s *selector) provision(ctx caddy.Context, newPolicy func(*pool.Pool, polic
 			return err
 		}
 	}
+	if s.Pool != "" && !validPoolName(s.Pool) {
+		return fmt.Errorf("pool name %q must be letters, digits, '-', '_' or '.'", s.Pool)
+	}
 	app, err := ctx.App("sluice")
 	if err != nil {
 		return err
 	}
 	s.binder = &binder{
+		name:        s.Pool,
 		members:     s.Members,
 		health:      s.Health,
 		loadReports: s.LoadReports,
 		newPolicy:   func(p *pool.Pool) policy.Policy { return newPolicy(p, opts) },
 		logger:      ctx.Logger(),
 		app:         app.(*App),
+	}
+	if s.Pool != "" {
+		return s.binder.app.registerPool(s.Pool, s.binder)
 	}
 	return nil
 }
@@ -93,6 +105,16 @@ func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option fu
 		if !ok {
 			ok, err = hc.unmarshalHealthOption(d)
 		}
+		if !ok && d.Val() == "pool" {
+			ok = true
+			if !d.NextArg() {
+				err = d.ArgErr()
+			} else if s.Pool = d.Val(); !validPoolName(s.Pool) {
+				err = d.Errf("pool name %q must be letters, digits, '-', '_' or '.'", s.Pool)
+			} else if d.NextArg() {
+				err = d.ArgErr()
+			}
+		}
 		if !ok && d.Val() == "load_reports" {
 			ok, s.LoadReports = true, true
 			if d.NextArg() {
@@ -106,7 +128,7 @@ func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option fu
 			return err
 		}
 		if !ok {
-			return d.Errf("%s has no option %q; it takes weight, standby, health options, load_reports%s", name, d.Val(), extraOptions[name])
+			return d.Errf("%s has no option %q; it takes pool, weight, standby, health options, load_reports%s", name, d.Val(), extraOptions[name])
 		}
 	}
 	if !reflect.ValueOf(*hc).IsZero() {
@@ -572,6 +594,20 @@ func (p *SourceIPHash) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		*field = bits
 		return true, nil
 	})
+}
+
+// validPoolName reports whether name can name a pool: it appears in admin
+// URLs, metrics labels and events, so it keeps to a safe alphabet.
+func validPoolName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // parsePrefix reads a prefix length written "/24" or "24".
