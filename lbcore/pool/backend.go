@@ -66,6 +66,7 @@ type Backend struct {
 	Address string
 
 	admin    atomic.Uint32 // State: Active, Draining or Offline
+	drainEnd atomic.Int64  // unix nanoseconds; 0: a drain has no deadline
 	down     atomic.Uint32 // DownSource bits of those who judged it down
 	scale    atomic.Uint32 // percent of the configured weight; see Scale
 	inFlight atomic.Int64
@@ -124,6 +125,41 @@ func (b *Backend) SetAdmin(s State) {
 	if State(b.admin.Swap(uint32(s))) != s {
 		epoch.Add(1)
 	}
+}
+
+// Drain stops new sessions on b. Sessions already bound to it (persistence
+// entries) keep reaching it until deadline; a zero deadline lets them run
+// until they expire on their own.
+func (b *Backend) Drain(deadline time.Time) {
+	end := int64(0)
+	if !deadline.IsZero() {
+		end = deadline.UnixNano()
+	}
+	b.drainEnd.Store(end)
+	b.SetAdmin(Draining)
+}
+
+// DrainDeadline returns when b's drain cuts its remaining sessions, or the
+// zero time when it has no deadline.
+func (b *Backend) DrainDeadline() time.Time {
+	if end := b.drainEnd.Load(); end != 0 {
+		return time.Unix(0, end)
+	}
+	return time.Time{}
+}
+
+// TakesBoundSessions reports whether b may take a request of a session
+// already bound to it (a persistence entry): it is available, or it drains
+// and its deadline, if any, is still ahead of now.
+func (b *Backend) TakesBoundSessions(now time.Time) bool {
+	if b.Available() {
+		return true
+	}
+	if b.Admin() != Draining || b.Down() {
+		return false
+	}
+	end := b.drainEnd.Load()
+	return end == 0 || now.UnixNano() < end
 }
 
 // DownSource says who judged a backend down. Each source's verdict is kept

@@ -105,3 +105,34 @@ func TestRegistrySharesBackends(t *testing.T) {
 }
 
 func at(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+func TestDrainingBackendKeepsBoundSessionsUntilItsDeadline(t *testing.T) {
+	start := time.Unix(1000, 0)
+	b := NewBackend("10.0.0.1:80")
+	if !b.TakesBoundSessions(start) {
+		t.Fatal("an active backend refuses its bound sessions")
+	}
+	b.Drain(start.Add(time.Minute))
+	if b.Available() {
+		t.Fatal("a draining backend takes new sessions")
+	}
+	if !b.TakesBoundSessions(start.Add(59 * time.Second)) {
+		t.Fatal("a draining backend refuses bound sessions before its deadline")
+	}
+	if b.TakesBoundSessions(start.Add(time.Minute)) {
+		t.Fatal("a draining backend takes bound sessions at its deadline")
+	}
+	b.SetDown(true)
+	if b.TakesBoundSessions(start) {
+		t.Fatal("a draining backend that is down takes bound sessions")
+	}
+	b.SetDown(false)
+	b.Drain(time.Time{})
+	if !b.TakesBoundSessions(start.Add(24*time.Hour)) || !b.DrainDeadline().IsZero() {
+		t.Fatal("a drain without deadline cuts bound sessions")
+	}
+	b.SetAdmin(Offline)
+	if b.TakesBoundSessions(start) {
+		t.Fatal("an offline backend takes bound sessions")
+	}
+}
