@@ -114,8 +114,8 @@ func (f *FastResponse) Pick(uint64) *pool.Backend {
 	return b
 }
 
-// choose returns the heap index to pick: the top, or now and then a
-// random one, marked as a probe. It runs under the queue's lock, so a
+// choose returns the index of the entry to pick: the cheapest, or now and
+// then a random one, marked as a probe. It runs under the queue's lock, so a
 // plain xorshift serves, cheaper than a shared generator.
 func (f *FastResponse) choose(q *loadQueue, n int) int {
 	f.rng ^= f.rng << 13
@@ -123,10 +123,10 @@ func (f *FastResponse) choose(q *loadQueue, n int) int {
 	f.rng ^= f.rng << 17
 	r := f.rng
 	if r%ExploreEvery != 0 {
-		return 0
+		return cheapest(q, n)
 	}
 	i := int((r >> 32) * uint64(n) >> 32)
-	responseOf(q.heap[i].slot).probes++
+	responseOf(q.entries[i].slot).probes++
 	return i
 }
 

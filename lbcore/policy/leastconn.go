@@ -9,8 +9,9 @@ import (
 // WeightedLeastConn sends each request to the backend with the fewest
 // requests in flight for its weight; ties go round robin in proportion to
 // weight, as in nginx, so sequential requests, which find nothing in
-// flight, still split by weight. Picks cost O(log n): the backends are kept in a heap, as HAProxy
-// keeps them in a tree, rather than scanned.
+// flight, still split by weight. Picks cost O(log n): the backends are
+// kept in a tournament tree, as HAProxy keeps them in a tree, rather than
+// scanned.
 type WeightedLeastConn struct {
 	opts  Options
 	queue *loadQueue

@@ -212,10 +212,10 @@ func (m *capacityModel) learn(rtt time.Duration, n int64) {
 
 // Pick returns the backend expected to finish the request soonest.
 func (l *LoadFeedback) Pick(uint64) *pool.Backend {
-	b := l.queue.pickAt(func(_ *loadQueue, n int) int {
+	b := l.queue.pickAt(func(q *loadQueue, n int) int {
 		r := l.opts.Rand()
 		if r%(2*ExploreEvery) != 0 {
-			return 0
+			return cheapest(q, n)
 		}
 		return int((r >> 32) * uint64(n) >> 32)
 	})

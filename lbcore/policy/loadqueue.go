@@ -8,8 +8,8 @@ import (
 )
 
 // loadQueue orders a pool's eligible backends by cost for the least-load
-// policies, in a min-heap that a pick or a finished request adjusts in
-// O(log n). A pricing supplies each backend's cost and its stride, the
+// policies, in a tournament tree that a pick or a finished request adjusts
+// in O(log n). A pricing supplies each backend's cost and its stride, the
 // price of one pick; the queue keeps each backend's pass, which grows by
 // one stride per pick. Backends are ordered by cost, then by pass, so
 // that backends of equal cost take turns in proportion to 1/stride
@@ -21,7 +21,12 @@ type loadQueue struct {
 	mu    sync.Mutex
 	snap  *pool.Snapshot
 	slots map[*pool.Backend]*slot // every member, eligible or not
-	heap  []entry                 // the eligible members
+	// entries are the eligible members, the tree's leaves.
+	entries []entry
+	// tree[1] is the index in entries of the cheapest member; tree[k] the
+	// cheapest of tree[2k] and tree[2k+1]; tree[size+i] is leaf i, or -1
+	// past the last entry. size is a power of two, len(tree) = 2×size.
+	tree []int32
 	// minStride is the smallest stride among eligible members, kept for
 	// pricings that bound how far one backend's price may exceed the best.
 	minStride float64
@@ -48,7 +53,7 @@ type slot struct {
 	stride   float64
 	pass     float64
 	inFlight int64
-	pos      int // index in heap, or -1
+	pos      int // index in entries, or -1
 	model    any // the pricing's own per-backend state
 }
 
@@ -57,11 +62,14 @@ func newLoadQueue(p *pool.Pool, pr pricing) *loadQueue {
 }
 
 // pick takes the cheapest eligible backend and charges it one request.
-func (q *loadQueue) pick() *pool.Backend { return q.pickAt(func(*loadQueue, int) int { return 0 }) }
+func (q *loadQueue) pick() *pool.Backend { return q.pickAt(cheapest) }
 
-// pickAt takes the eligible backend at the heap index choose returns for
-// the heap's length, for policies that sometimes explore. choose runs
-// under the queue's lock.
+// cheapest chooses the cheapest eligible backend.
+func cheapest(q *loadQueue, _ int) int { return int(q.tree[1]) }
+
+// pickAt takes the eligible backend at the index in q.entries that choose
+// returns, given their number, for policies that sometimes explore.
+// choose runs under the queue's lock.
 func (q *loadQueue) pickAt(choose func(q *loadQueue, n int) int) *pool.Backend {
 	snap := q.pool.Snapshot()
 	q.mu.Lock()
@@ -69,11 +77,11 @@ func (q *loadQueue) pickAt(choose func(q *loadQueue, n int) int) *pool.Backend {
 	if snap != q.snap {
 		q.rebuild(snap)
 	}
-	if len(q.heap) == 0 {
+	if len(q.entries) == 0 {
 		return nil
 	}
-	i := choose(q, len(q.heap))
-	s := q.heap[i].slot
+	i := choose(q, len(q.entries))
+	s := q.entries[i].slot
 	s.pass += s.stride
 	s.inFlight++
 	if w, ok := q.pricing.(pickWatcher); ok {
@@ -136,7 +144,7 @@ func (q *loadQueue) update(b *pool.Backend, f func(*slot)) {
 // credit it built up while it was away.
 func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 	floor, any := 0.0, false
-	for _, e := range q.heap {
+	for _, e := range q.entries {
 		if !any || e.slot.pass < floor {
 			floor, any = e.slot.pass, true
 		}
@@ -151,7 +159,7 @@ func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 		}
 		s.pos = -1
 	}
-	q.heap = q.heap[:0]
+	q.entries = q.entries[:0]
 	for _, m := range snap.Eligible {
 		s, ok := q.slots[m.Backend]
 		if !ok {
@@ -160,32 +168,30 @@ func (q *loadQueue) rebuild(snap *pool.Snapshot) {
 		}
 		s.weight = float64(m.Weight)
 		s.pass = max(s.pass, floor)
-		s.pos = len(q.heap)
-		q.heap = append(q.heap, entry{slot: s})
+		s.pos = len(q.entries)
+		q.entries = append(q.entries, entry{slot: s})
 	}
 	q.snap = snap
 	q.meanWeight = 0
-	for _, e := range q.heap {
-		q.meanWeight += e.slot.weight / float64(len(q.heap))
+	for _, e := range q.entries {
+		q.meanWeight += e.slot.weight / float64(len(q.entries))
 	}
 	q.minStride = 0
 	q.refreshTypical()
-	for i := range q.heap {
-		s := q.heap[i].slot
+	for i := range q.entries {
+		s := q.entries[i].slot
 		s.stride = q.pricing.stride(q, s)
 		q.price(i)
 	}
 	q.refreshTypical()
-	for i := len(q.heap) - 1; i >= 0; i-- {
-		q.down(i)
-	}
+	q.plant()
 }
 
 // refreshTypical recomputes the figures kept across the eligible members,
 // once per rebuild and every 1024 updates: amortized, a scan costs little.
 func (q *loadQueue) refreshTypical() {
 	sum, n := 0.0, 0
-	for i, e := range q.heap {
+	for i, e := range q.entries {
 		s := e.slot
 		if i == 0 || s.stride < q.minStride {
 			q.minStride = s.stride
@@ -201,72 +207,73 @@ func (q *loadQueue) refreshTypical() {
 	}
 }
 
-// The heap is 4-ary, which halves its depth, and keeps each entry's keys
-// beside the slot pointer so that ordering reads no slot.
-const arity = 4
-
+// Each entry keeps its keys beside the slot pointer, so that ordering reads
+// no slot.
 type entry struct {
 	cost, pass float64
 	slot       *slot
 }
 
 func (q *loadQueue) price(i int) {
-	e := &q.heap[i]
+	e := &q.entries[i]
 	e.cost, e.pass = q.pricing.cost(e.slot), e.slot.pass
 }
 
-func (q *loadQueue) less(i, j int) bool {
-	a, b := &q.heap[i], &q.heap[j]
-	if a.cost != b.cost {
-		return a.cost < b.cost
+// better returns the cheaper of entries a and b; -1 is no entry.
+func (q *loadQueue) better(a, b int32) int32 {
+	if a < 0 {
+		return b
 	}
-	if a.pass != b.pass {
-		return a.pass < b.pass
+	if b < 0 {
+		return a
 	}
-	return a.slot.weight > b.slot.weight
+	x, y := &q.entries[a], &q.entries[b]
+	switch {
+	case x.cost != y.cost:
+		if y.cost < x.cost {
+			return b
+		}
+	case x.pass != y.pass:
+		if y.pass < x.pass {
+			return b
+		}
+	case y.slot.weight > x.slot.weight:
+		return b
+	}
+	return a
 }
 
-func (q *loadQueue) swap(i, j int) {
-	q.heap[i], q.heap[j] = q.heap[j], q.heap[i]
-	q.heap[i].slot.pos = i
-	q.heap[j].slot.pos = j
+// plant builds the tree over q.entries.
+func (q *loadQueue) plant() {
+	size := 1
+	for size < len(q.entries) {
+		size *= 2
+	}
+	if cap(q.tree) >= 2*size {
+		q.tree = q.tree[:2*size]
+	} else {
+		q.tree = make([]int32, 2*size)
+	}
+	for i := range size {
+		q.tree[size+i] = -1
+		if i < len(q.entries) {
+			q.tree[size+i] = int32(i)
+		}
+	}
+	for k := size - 1; k >= 1; k-- {
+		q.tree[k] = q.better(q.tree[2*k], q.tree[2*k+1])
+	}
 }
 
-// fix re-prices the entry at i and restores heap order.
+// fix re-prices entry i and replays its matches up the tree: one
+// comparison a level, stopping where the winner is neither changed nor i.
 func (q *loadQueue) fix(i int) {
 	q.price(i)
-	if !q.up(i) {
-		q.down(i)
-	}
-}
-
-func (q *loadQueue) up(i int) bool {
-	moved := false
-	for i > 0 {
-		parent := (i - 1) / arity
-		if !q.less(i, parent) {
-			break
-		}
-		q.swap(i, parent)
-		i, moved = parent, true
-	}
-	return moved
-}
-
-func (q *loadQueue) down(i int) {
-	n := len(q.heap)
-	for {
-		least := i
-		first := arity*i + 1
-		for c := first; c < first+arity && c < n; c++ {
-			if q.less(c, least) {
-				least = c
-			}
-		}
-		if least == i {
+	for k := (len(q.tree)/2 + i) / 2; k >= 1; k /= 2 {
+		w := q.better(q.tree[2*k], q.tree[2*k+1])
+		if w == q.tree[k] && w != int32(i) {
 			return
 		}
-		q.swap(i, least)
-		i = least
+		q.tree[k] = w
 	}
 }

@@ -1,7 +1,7 @@
 // Package policy holds Sluice's selection policies. Each picks a backend
 // from a pool's current snapshot without scanning it: the lookup
-// structures (a schedule, a heap, an alias table, a Maglev table) are built
-// once per snapshot and reused until the pool changes.
+// structures (a schedule, a tournament tree, an alias table, a Maglev
+// table) are built once per snapshot and reused until the pool changes.
 package policy
 
 import (
