@@ -108,20 +108,12 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 	// upstream with room.
 	for _, m := range b.pool.Snapshot().Eligible {
 		if u := b.upstream[m.Backend]; u.Available() && m.Backend != failed {
-			m.Backend.Begin()
-			b.track(r, doneOnly{}, m.Backend)
+			b.policy.Assign(m.Backend)
+			b.track(r, b.policy, m.Backend)
 			return u
 		}
 	}
 	return nil
-}
-
-// doneOnly finishes requests placed outside a policy.
-type doneOnly struct{}
-
-func (doneOnly) Pick(uint64) *pool.Backend { return nil }
-func (doneOnly) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
-	b.End(o, rtt, time.Now, policy.DefaultDecay)
 }
 
 // track reports the request's end to the policy when r's context ends,

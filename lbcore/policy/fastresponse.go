@@ -130,6 +130,12 @@ func (f *FastResponse) choose(q *loadQueue, n int) int {
 	return i
 }
 
+// Assign counts a request sent to b without a pick.
+func (f *FastResponse) Assign(b *pool.Backend) {
+	f.queue.assign(b)
+	b.Begin()
+}
+
 // Done records the end of a request and its response time.
 func (f *FastResponse) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	b.End(o, rtt, f.opts.Now, f.opts.Decay)

@@ -34,6 +34,12 @@ func (l *WeightedLeastConn) Pick(uint64) *pool.Backend {
 	return b
 }
 
+// Assign counts a request sent to b without a pick.
+func (l *WeightedLeastConn) Assign(b *pool.Backend) {
+	l.queue.assign(b)
+	b.Begin()
+}
+
 // Done records the end of a request.
 func (l *WeightedLeastConn) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	b.End(o, rtt, l.opts.Now, l.opts.Decay)

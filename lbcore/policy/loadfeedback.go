@@ -225,6 +225,12 @@ func (l *LoadFeedback) Pick(uint64) *pool.Backend {
 	return b
 }
 
+// Assign counts a request sent to b without a pick.
+func (l *LoadFeedback) Assign(b *pool.Backend) {
+	l.queue.assign(b)
+	b.Begin()
+}
+
 // Done records the end of a request and learns from it.
 func (l *LoadFeedback) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	b.End(o, rtt, l.opts.Now, l.opts.Decay)

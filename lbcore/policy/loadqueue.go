@@ -80,15 +80,37 @@ func (q *loadQueue) pickAt(choose func(q *loadQueue, n int) int) *pool.Backend {
 	if len(q.entries) == 0 {
 		return nil
 	}
-	i := choose(q, len(q.entries))
-	s := q.entries[i].slot
+	s := q.entries[choose(q, len(q.entries))].slot
+	q.charge(s)
+	return s.backend
+}
+
+// assign charges b one request that was placed without a pick. A member
+// that is not eligible (a draining backend finishing its sessions) is
+// charged too, so its count is right when it becomes eligible again.
+func (q *loadQueue) assign(b *pool.Backend) {
+	snap := q.pool.Snapshot()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if snap != q.snap {
+		q.rebuild(snap)
+	}
+	if s, ok := q.slots[b]; ok {
+		q.charge(s)
+	}
+}
+
+// charge counts a request sent to s and re-prices it. It must be called
+// with q.mu held.
+func (q *loadQueue) charge(s *slot) {
 	s.pass += s.stride
 	s.inFlight++
 	if w, ok := q.pricing.(pickWatcher); ok {
 		w.picked(s)
 	}
-	q.fix(i)
-	return s.backend
+	if s.pos >= 0 {
+		q.fix(s.pos)
+	}
 }
 
 // A pickWatcher is a pricing that wants to see each pick.

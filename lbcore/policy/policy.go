@@ -20,6 +20,10 @@ type Policy interface {
 	// without affinity ignore it. Every backend returned must be handed
 	// back to Done.
 	Pick(key uint64) *pool.Backend
+	// Assign counts a request sent to b, a member of the pool, that the
+	// policy did not pick: persistence or a fallback chose it. The policy
+	// prices b with it as with a pick, and b must be handed back to Done.
+	Assign(b *pool.Backend)
 	// Done reports how a request sent to b by Pick ended; rtt is the time
 	// the backend took to answer.
 	Done(b *pool.Backend, o pool.Outcome, rtt time.Duration)
@@ -53,9 +57,11 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// done is the Done shared by policies that keep no per-request state of
-// their own.
+// done is the Assign and Done shared by policies that keep no
+// per-request state of their own.
 type done struct{ opts Options }
+
+func (d done) Assign(b *pool.Backend) { b.Begin() }
 
 func (d done) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	b.End(o, rtt, d.opts.Now, d.opts.Decay)

@@ -390,3 +390,38 @@ func TestTwoChoicesForgivesStaleSamples(t *testing.T) {
 		t.Fatalf("backend with one stale slow sample got %d of 1000 requests: %v", got[ms[1].Backend], got)
 	}
 }
+
+// TestAssignIsPricedLikeAPick: requests that persistence sends to a
+// backend count in flight there, so least-load policies send new requests
+// elsewhere, and Done hands them back.
+func TestAssignIsPricedLikeAPick(t *testing.T) {
+	for name, newPolicy := range constructors {
+		t.Run(name, func(t *testing.T) {
+			clock := newFakeClock()
+			p, ms := newPool(t, 1, 1)
+			pol := newPolicy(p, testOptions(clock, 7))
+			a, b := ms[0].Backend, ms[1].Backend
+			for range 3 {
+				pol.Assign(a)
+			}
+			if a.InFlight() != 3 {
+				t.Fatalf("3 assigned requests, %d in flight", a.InFlight())
+			}
+			if name == "weighted_least_conn" {
+				for i := range 3 {
+					if got := pol.Pick(0); got != b {
+						t.Fatalf("pick %d went to %s, which has 3 assigned requests in flight", i, got.Address)
+					} else {
+						pol.Done(got, pool.Served, time.Millisecond)
+					}
+				}
+			}
+			for range 3 {
+				pol.Done(a, pool.Served, time.Millisecond)
+			}
+			if a.InFlight() != 0 || a.Total() != 3 {
+				t.Fatalf("after Done: %d in flight, %d total; want 0 and 3", a.InFlight(), a.Total())
+			}
+		})
+	}
+}
