@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Member is a backend's place in a pool.
@@ -16,6 +17,10 @@ type Member struct {
 	// Standby members take traffic only while no primary member is
 	// available. Several primaries share the pool's standbys.
 	Standby bool
+	// LeavesAt, when set, marks a member the configuration has dropped: it
+	// takes no new sessions, and those bound to it reach it until then, as
+	// if an operator had drained it.
+	LeavesAt time.Time
 }
 
 // State returns m's effective state.
@@ -25,7 +30,7 @@ func (m Member) State() State {
 		return Offline
 	case m.Backend.Down():
 		return Down
-	case m.Backend.Admin() == Draining:
+	case m.Backend.Admin() == Draining || !m.LeavesAt.IsZero():
 		return Draining
 	case m.Standby:
 		return Standby
@@ -47,6 +52,35 @@ type Snapshot struct {
 	OnStandby bool
 
 	epoch uint64
+	index map[*Backend]int // into Members
+}
+
+// Member returns b's membership of the pool.
+func (s *Snapshot) Member(b *Backend) (Member, bool) {
+	i, ok := s.index[b]
+	if !ok {
+		return Member{}, false
+	}
+	return s.Members[i], true
+}
+
+// TakesBoundSession reports whether a request of a session bound to b (a
+// persistence entry) may still go to b at now. It may while b is
+// available, or draining (by an operator, or dropped from the
+// configuration) within its deadline; a standby keeps its sessions only
+// while the pool is on standby, so they return to a primary that comes
+// back.
+func (s *Snapshot) TakesBoundSession(b *Backend, now time.Time) bool {
+	m, ok := s.Member(b)
+	switch {
+	case !ok:
+		return false
+	case !m.LeavesAt.IsZero():
+		return now.Before(m.LeavesAt) && !b.Down() && b.Admin() != Offline
+	case m.Standby && !s.OnStandby:
+		return false
+	}
+	return b.TakesBoundSessions(now)
 }
 
 // Pool is a named set of backends. Readers never lock: they load the
@@ -103,7 +137,10 @@ func (p *Pool) Snapshot() *Snapshot {
 
 // build must be called with p.mu held.
 func (p *Pool) build() *Snapshot {
-	s := &Snapshot{Members: p.members, epoch: epoch.Load()}
+	s := &Snapshot{Members: p.members, epoch: epoch.Load(), index: make(map[*Backend]int, len(p.members))}
+	for i, m := range p.members {
+		s.index[m.Backend] = i
+	}
 	s.Eligible = eligible(p.members, false)
 	if len(s.Eligible) == 0 {
 		s.Eligible = eligible(p.members, true)
@@ -115,7 +152,7 @@ func (p *Pool) build() *Snapshot {
 func eligible(members []Member, standby bool) []Member {
 	var out []Member
 	for _, m := range members {
-		if m.Standby == standby && m.Backend.Available() {
+		if m.Standby == standby && m.LeavesAt.IsZero() && m.Backend.Available() {
 			m.Weight *= m.Backend.Scale()
 			out = append(out, m)
 		}

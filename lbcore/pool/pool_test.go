@@ -136,3 +136,47 @@ func TestDrainingBackendKeepsBoundSessionsUntilItsDeadline(t *testing.T) {
 		t.Fatal("an offline backend takes bound sessions")
 	}
 }
+
+func TestBoundSessionsFollowTheMembership(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ms := members(1, 1, 1, 1)
+	ms[2].Standby = true
+	ms[3].LeavesAt = now.Add(time.Minute) // dropped by a reload
+	p, err := New("web", ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, standby, leaving := ms[0].Backend, ms[1].Backend, ms[2].Backend, ms[3].Backend
+	s := p.Snapshot()
+	for _, m := range s.Eligible {
+		if m.Backend == leaving {
+			t.Fatal("a member the configuration dropped takes new sessions")
+		}
+	}
+	if got := (Member{Backend: leaving, LeavesAt: now}).State(); got != Draining {
+		t.Errorf("a leaving member's state is %v, want draining", got)
+	}
+	if !s.TakesBoundSession(leaving, now.Add(59*time.Second)) || s.TakesBoundSession(leaving, now.Add(time.Minute)) {
+		t.Error("a leaving member should keep its sessions until, and only until, it leaves")
+	}
+	if s.TakesBoundSession(NewBackend("elsewhere"), now) {
+		t.Error("a backend of no pool member takes bound sessions")
+	}
+	if s.TakesBoundSession(standby, now) {
+		t.Error("a standby keeps sessions while primaries are available")
+	}
+	a.SetDown(true)
+	b.SetAdmin(Offline)
+	s = p.Snapshot()
+	if !s.OnStandby || !s.TakesBoundSession(standby, now) || s.TakesBoundSession(a, now) {
+		t.Error("on standby: the standby should keep its sessions, the failed primary lose them")
+	}
+	a.SetDown(false)
+	if s = p.Snapshot(); s.TakesBoundSession(standby, now) || !s.TakesBoundSession(a, now) {
+		t.Error("once a primary returns, sessions should leave the standby for it")
+	}
+	leaving.SetDown(true)
+	if p.Snapshot().TakesBoundSession(leaving, now) {
+		t.Error("a leaving member that is down keeps its sessions")
+	}
+}

@@ -1,0 +1,24 @@
+package persist
+
+import (
+	"time"
+
+	"github.com/sluicelb/sluice/lbcore/policy"
+	"github.com/sluicelb/sluice/lbcore/pool"
+)
+
+// Choose returns the backend for a request of a session bound to bound
+// (nil when the session is new or its binding unknown), and whether the
+// session stays where it was. It stays while its backend takes bound
+// sessions (available, or draining within its deadline; see
+// pool.Snapshot.TakesBoundSession) unless it is avoid, the backend a
+// retry of this request just failed on. Otherwise pol picks, with
+// affinity key, and the caller moves the binding there. The backend
+// returned, if any, must be handed back to pol.Done.
+func Choose(p *pool.Pool, pol policy.Policy, bound, avoid *pool.Backend, key uint64, now time.Time) (b *pool.Backend, stays bool) {
+	if bound != nil && bound != avoid && p.Snapshot().TakesBoundSession(bound, now) {
+		pol.Assign(bound)
+		return bound, true
+	}
+	return pol.Pick(key), false
+}
