@@ -81,29 +81,6 @@ func TestResponseTimeAverageDecays(t *testing.T) {
 	}
 }
 
-func TestRegistrySharesBackends(t *testing.T) {
-	r := NewRegistry()
-	now := time.Unix(1000, 0)
-	r.Now = func() time.Time { return now }
-	a := r.Acquire("10.0.0.1:80")
-	if r.Acquire("10.0.0.1:80") != a {
-		t.Fatal("second acquire returned another backend")
-	}
-	r.Release("10.0.0.1:80")
-	r.Release("10.0.0.1:80")
-	// A reload lets go before the new configuration picks it up again.
-	now = now.Add(r.Linger - time.Second)
-	if r.Acquire("10.0.0.1:80") != a {
-		t.Fatal("backend released and re-acquired within Linger lost its counters")
-	}
-	r.Release("10.0.0.1:80")
-	now = now.Add(r.Linger)
-	r.Acquire("10.0.0.2:80") // any registry call forgets the idle
-	if _, ok := r.Lookup("10.0.0.1:80"); ok {
-		t.Fatal("backend kept after Linger with nobody holding it")
-	}
-}
-
 func at(t time.Time) func() time.Time { return func() time.Time { return t } }
 
 func TestDrainingBackendKeepsBoundSessionsUntilItsDeadline(t *testing.T) {
