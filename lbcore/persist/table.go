@@ -20,7 +20,7 @@ const DefaultMaxEntries = 100_000
 // the request that last used it; beyond MaxEntries the least recently used
 // entry makes room. Lookups take one shard's lock and allocate nothing.
 type Table struct {
-	timeout time.Duration
+	timeout atomic.Int64 // time.Duration
 	now     func() time.Time
 	shards  [shardCount]shard
 
@@ -56,25 +56,39 @@ const entryMemory = int64(unsafe.Sizeof(entry{})) + 24
 // NewTable returns an empty table. A zero timeout or maxEntries takes the
 // default; now is the clock (nil: time.Now).
 func NewTable(timeout time.Duration, maxEntries int, now func() time.Time) *Table {
+	if now == nil {
+		now = time.Now
+	}
+	t := &Table{now: now}
+	for i := range t.shards {
+		t.shards[i].entries = make(map[uint64]*entry)
+	}
+	t.Configure(timeout, maxEntries)
+	return t
+}
+
+// Configure changes the timeout and the bound, as a reload that edits them
+// does; zero takes the default. Entries keep their expiry until next
+// used, and a smaller bound evicts as entries are added.
+func (t *Table) Configure(timeout time.Duration, maxEntries int) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	if now == nil {
-		now = time.Now
-	}
-	t := &Table{timeout: timeout, now: now}
+	t.timeout.Store(int64(timeout))
 	perShard := max(1, (maxEntries+shardCount-1)/shardCount)
 	for i := range t.shards {
-		t.shards[i] = shard{entries: make(map[uint64]*entry), max: perShard}
+		s := &t.shards[i]
+		s.mu.Lock()
+		s.max = perShard
+		s.mu.Unlock()
 	}
-	return t
 }
 
 // Timeout returns how long an idle entry lives.
-func (t *Table) Timeout() time.Duration { return t.timeout }
+func (t *Table) Timeout() time.Duration { return time.Duration(t.timeout.Load()) }
 
 var seed = maphash.MakeSeed()
 
@@ -96,7 +110,7 @@ func (t *Table) Lookup(key uint64) *pool.Backend {
 	if !ok {
 		return nil
 	}
-	e.expires = now + int64(t.timeout)
+	e.expires = now + t.timeout.Load()
 	s.moveToFront(e)
 	return e.backend
 }
@@ -110,7 +124,7 @@ func (t *Table) Bind(key uint64, b *pool.Backend) {
 	t.sweep(s, now)
 	e, ok := s.entries[key]
 	if !ok {
-		if len(s.entries) >= s.max {
+		for len(s.entries) >= s.max {
 			s.remove(s.tail)
 			t.evicted.Add(1)
 		}
@@ -120,7 +134,7 @@ func (t *Table) Bind(key uint64, b *pool.Backend) {
 	} else {
 		s.moveToFront(e)
 	}
-	e.backend, e.expires = b, now+int64(t.timeout)
+	e.backend, e.expires = b, now+t.timeout.Load()
 }
 
 // Forget removes key's binding, as when a backend ends the session.

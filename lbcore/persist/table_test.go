@@ -130,3 +130,21 @@ func BenchmarkLookup(b *testing.B) {
 		i++
 	}
 }
+
+func TestConfigureChangesTimeoutAndBound(t *testing.T) {
+	c := newClock()
+	tab := NewTable(time.Minute, 10*shardCount, c.Now)
+	be := pool.NewBackend("a")
+	for i := range uint64(10) {
+		tab.Bind(i, be) // all in shard 0
+	}
+	tab.Configure(time.Hour, shardCount)
+	tab.Bind(10, be)
+	if st := tab.Stats(); st.Entries != 1 || st.Evicted != 10 {
+		t.Fatalf("after shrinking to one entry a shard: %+v", st)
+	}
+	c.Add(30 * time.Minute)
+	if tab.Lookup(10) != be {
+		t.Fatal("the longer timeout did not apply")
+	}
+}
