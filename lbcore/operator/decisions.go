@@ -50,7 +50,7 @@ type WeightDecision struct {
 
 // Document is what load balancers sharing a store exchange.
 type Document struct {
-	Backends map[string]BackendDecision          `json:"backends,omitempty"`
+	Backends map[string]BackendDecision           `json:"backends,omitempty"`
 	Weights  map[string]map[string]WeightDecision `json:"weights,omitempty"` // by pool, then backend
 }
 
