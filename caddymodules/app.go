@@ -8,9 +8,13 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/sluicelb/sluice/lbcore/health"
@@ -18,6 +22,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(App))
+	httpcaddyfile.RegisterGlobalOption("sluice", parseAppOptions)
 }
 
 // App is the state Sluice's modules share within one configuration: it
@@ -29,9 +34,15 @@ func init() {
 // provisioned, so a verdict reached earlier (a backend already down at
 // start) would reach no handler.
 type App struct {
-	ctx    caddy.Context
-	events *caddyevents.App
-	logger *zap.Logger
+	// How often operator decisions (offline, drain, weights taken through
+	// the admin API) are read from Caddy's storage, where every instance
+	// sharing the storage writes them. Default: 2s.
+	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+
+	ctx     caddy.Context
+	storage certmagic.Storage
+	events  *caddyevents.App
+	logger  *zap.Logger
 
 	run    context.Context
 	cancel context.CancelFunc
@@ -41,6 +52,10 @@ type App struct {
 	running  bool
 	monitors []watchedMonitor
 	pools    map[string]*binder // by the operator's pool name
+	binders  []*binder          // every pool's, named or not
+
+	syncMu        sync.Mutex
+	lastDecisions []byte // the document last read from or written to storage
 }
 
 // active is the app of the running configuration, for what lives outside
@@ -69,18 +84,69 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.events = ev.(*caddyevents.App)
 	a.run, a.cancel = context.WithCancel(context.Background())
 	registerMetrics(ctx)
+	if a.SyncInterval < 0 {
+		return fmt.Errorf("sluice sync_interval must not be negative")
+	}
+	if a.SyncInterval == 0 {
+		a.SyncInterval = caddy.Duration(DefaultSyncInterval)
+	}
+	// Decisions taken before a restart, or on another instance, apply
+	// before the first request.
+	a.storage = ctx.Storage()
+	if err := a.loadDecisions(); err != nil {
+		a.logger.Error("keeping the operator decisions held", zap.Error(err))
+	}
 	return nil
+}
+
+// parseAppOptions reads the sluice global option. Syntax:
+//
+//	sluice {
+//		sync_interval <duration>
+//	}
+func parseAppOptions(d *caddyfile.Dispenser, _ any) (any, error) {
+	d.Next() // consume option name
+	app := new(App)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "sync_interval":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("sync_interval must be a positive duration such as 2s, not %q", d.Val())
+			}
+			app.SyncInterval = caddy.Duration(dur)
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("the sluice global option has no %q; it takes sync_interval", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "sluice", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 // Start waits, in the background, for the configuration to be running,
 // then binds the policies of static upstreams and starts their monitors.
 func (a *App) Start() error {
+	if err := a.checkFailovers(); err != nil {
+		return err
+	}
+	if err := a.checkLearning(); err != nil {
+		return err
+	}
 	a.wg.Go(func() {
 		if !a.waitActive() {
 			return
 		}
 		a.bindStatic()
 		active.Store(a)
+		a.wg.Go(a.syncDecisions)
 		a.mu.Lock()
 		a.running = true
 		monitors := a.monitors
@@ -118,17 +184,21 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// registerPool names a pool of this configuration.
-func (a *App) registerPool(name string, bd *binder) error {
+// register adds a policy's binder to this configuration's, checking that
+// a pool name names one pool.
+func (a *App) register(bd *binder) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, dup := a.pools[name]; dup {
-		return fmt.Errorf("pool %q is named by two reverse_proxy blocks; pool names must be unique", name)
+	if bd.name != "" {
+		if _, dup := a.pools[bd.name]; dup {
+			return fmt.Errorf("pool %q is named by two reverse_proxy blocks; pool names must be unique", bd.name)
+		}
+		if a.pools == nil {
+			a.pools = make(map[string]*binder)
+		}
+		a.pools[bd.name] = bd
 	}
-	if a.pools == nil {
-		a.pools = make(map[string]*binder)
-	}
-	a.pools[name] = bd
+	a.binders = append(a.binders, bd)
 	return nil
 }
 
@@ -138,6 +208,20 @@ func (a *App) namedPool(name string) (*binder, bool) {
 	defer a.mu.Unlock()
 	bd, ok := a.pools[name]
 	return bd, ok
+}
+
+// bindings returns the bound pools of this configuration, those called
+// name only if name is not empty.
+func (a *App) bindings(name string) []*binding {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*binding
+	for _, bd := range a.binders {
+		if b := bd.current.Load(); b != nil && (name == "" || b.pool.Name == name) {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // watch adds a monitor, started now if the configuration runs, else when
@@ -198,6 +282,66 @@ func (a *App) bindRoutes(routes caddyhttp.RouteList) {
 			}
 		}
 	}
+}
+
+// checkFailovers refuses a configuration where a pool falls over to a
+// pool that no reverse_proxy names.
+func (a *App) checkFailovers() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, bd := range a.binders {
+		if _, ok := a.pools[bd.failover]; bd.failover != "" && !ok {
+			return fmt.Errorf("pool %q fails over to pool %q, which no reverse_proxy names", bd.name, bd.failover)
+		}
+	}
+	return nil
+}
+
+// checkLearning refuses a configuration where lb_policy sticky learn
+// cannot see responses: no sticky_learn handler runs before its
+// reverse_proxy.
+func (a *App) checkLearning() error {
+	httpApp, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return nil
+	}
+	for name, srv := range httpApp.(*caddyhttp.App).Servers {
+		if err := checkLearningRoutes(srv.Routes, false); err != nil {
+			return fmt.Errorf("server %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// checkLearningRoutes walks routes in the order their handlers run;
+// learning says a sticky_learn handler ran before.
+func checkLearningRoutes(routes caddyhttp.RouteList, learning bool) error {
+	for _, r := range routes {
+		routeLearns := learning
+		for _, h := range r.Handlers {
+			switch h := h.(type) {
+			case *StickyLearn:
+				routeLearns = true
+			case *caddyhttp.Subroute:
+				if err := checkLearningRoutes(h.Routes, routeLearns); err != nil {
+					return err
+				}
+			case *reverseproxy.Handler:
+				if h.LoadBalancing == nil {
+					continue
+				}
+				if s, ok := h.LoadBalancing.SelectionPolicy.(*Sticky); ok && s.By == "learn" && !routeLearns {
+					return fmt.Errorf("lb_policy sticky learn %s needs the sticky_learn directive before its reverse_proxy, to see the responses that set the cookie", s.Name)
+				}
+			}
+		}
+		// A route without matchers runs for every request that reaches
+		// it, so what it sets up holds for the routes after it.
+		if len(r.MatcherSets) == 0 && routeLearns {
+			learning = true
+		}
+	}
+	return nil
 }
 
 // Interface guards

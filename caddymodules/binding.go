@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluicelb/sluice/lbcore/health"
+	"github.com/sluicelb/sluice/lbcore/operator"
+	"github.com/sluicelb/sluice/lbcore/persist"
 	"github.com/sluicelb/sluice/lbcore/policy"
 	"github.com/sluicelb/sluice/lbcore/pool"
 	"github.com/sluicelb/sluice/lbcore/report"
@@ -28,10 +30,13 @@ import (
 // slice for the life of a config), so picks never scan the list.
 type binder struct {
 	name        string // the operator's name for the pool, or ""
+	policyName  string // the lb_policy, as the operator wrote it
 	members     Members
 	health      *HealthChecks
 	loadReports bool
+	failover    string // the pool to fall over to when this one has no backend, or ""
 	newPolicy   func(*pool.Pool) policy.Policy
+	sessions    *sessionsConfig // persistence, or nil
 	logger      *zap.Logger
 	app         *App
 
@@ -48,11 +53,11 @@ type binding struct {
 	nextSync  atomic.Int64 // unix nanoseconds
 	bd        *binder      // the configuration it was built from
 
+	sessions    *sessions       // nil without persistence
 	monitor     *health.Monitor // nil without Sluice health checks
 	stopMonitor context.CancelFunc
 	onStandby   atomic.Bool
-	badReports  atomic.Uint64
-	lastBadLog  atomic.Int64 // unix nanoseconds
+	badReports  badInput
 }
 
 // reporter is a policy that balances on the load backends report.
@@ -77,7 +82,23 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 	if len(upstreams) == 0 {
 		return nil
 	}
-	b := bd.bind(upstreams)
+	u, _ := bd.bind(upstreams).place(r, key, nil)
+	return u
+}
+
+// placement says where place sent a request.
+type placement struct {
+	backend *pool.Backend
+	// stays says the request went to the backend its session is bound to.
+	stays bool
+	// avoided is the backend the request's previous attempt failed on.
+	avoided *pool.Backend
+}
+
+// place returns the upstream for r, and where it went. key is r's
+// affinity hash; bound is the backend r's session is bound to, or nil.
+// When this pool has no backend to offer, its failover pool places r.
+func (b *binding) place(r *http.Request, key uint64, bound *pool.Backend) (*reverseproxy.Upstream, placement) {
 	b.syncHealth()
 	// On a retry, keep away from the upstream of the failed attempt: its
 	// failure is reported only when the request ends. The pick is kept in
@@ -85,17 +106,24 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 	// placeholder, whose lookup misses through every replacer provider on
 	// a first attempt.
 	failed, _ := caddyhttp.GetVar(r.Context(), pickedVar).(*pool.Backend)
+	var now time.Time
+	if bound != nil {
+		now = time.Now()
+	}
 	for range maxPickTries {
-		be := b.policy.Pick(key)
+		be, stays := persist.Choose(b.pool, b.policy, bound, failed, key, now)
 		if be == nil {
-			return nil
+			return b.bd.fallOver(r, key)
 		}
 		u := b.upstream[be]
 		if u.Available() && (be != failed || len(b.upstream) == 1) {
 			b.track(r, b.policy, be)
-			return u
+			return u, placement{backend: be, stays: stays, avoided: failed}
 		}
 		b.policy.Done(be, pool.Cancelled, 0)
+		if stays {
+			bound = nil // Caddy holds it back (max_requests, its own checks): place anew
+		}
 		if u.Available() {
 			continue // the failed attempt's upstream: pick again
 		}
@@ -104,17 +132,44 @@ func (bd *binder) choose(upstreams reverseproxy.UpstreamPool, r *http.Request, k
 		}
 		key = key*0x9e3779b97f4a7c15 + 1 // hashing policies: look elsewhere
 	}
-	// Every pick was full (max_requests) or just failed: take any eligible
-	// upstream with room.
+	// Every pick was full (max_requests), failed or held back by Caddy's
+	// health checks: take any eligible upstream with room, else the
+	// failover pool's.
 	for _, m := range b.pool.Snapshot().Eligible {
-		if u := b.upstream[m.Backend]; u.Available() && m.Backend != failed {
+		u := b.upstream[m.Backend]
+		if u.Available() && m.Backend != failed {
 			b.policy.Assign(m.Backend)
 			b.track(r, b.policy, m.Backend)
-			return u
+			return u, placement{backend: m.Backend, avoided: failed}
+		}
+		if !u.Healthy() {
+			m.Backend.MarkDown(pool.ByEngine, true)
 		}
 	}
-	return nil
+	return b.bd.fallOver(r, key)
 }
+
+// fallOver places r in the failover pool, when one is named and has a
+// backend to offer; requests cross at most one pool, so a failover that
+// names its way back ends there.
+func (bd *binder) fallOver(r *http.Request, key uint64) (*reverseproxy.Upstream, placement) {
+	if bd.failover == "" || caddyhttp.GetVar(r.Context(), failedOverVar) != nil {
+		return nil, placement{}
+	}
+	to, ok := bd.app.namedPool(bd.failover)
+	if !ok {
+		return nil, placement{}
+	}
+	b := to.current.Load()
+	if b == nil {
+		return nil, placement{}
+	}
+	caddyhttp.SetVar(r.Context(), failedOverVar, bd.failover)
+	return b.place(r, key, nil)
+}
+
+// failedOverVar is the request var naming the pool a request fell over to.
+const failedOverVar = "sluice.failed_over"
 
 // track reports the request's end to the policy when r's context ends,
 // which Go's server does once the handler has returned. A goroutine waits
@@ -191,9 +246,7 @@ func (b *binding) readReport(repl *caddy.Replacer, pol policy.Policy, be *pool.B
 	}
 	load, err := report.Parse(v)
 	if err != nil {
-		n := b.badReports.Add(1)
-		now := time.Now().UnixNano()
-		if last := b.lastBadLog.Load(); now-last > int64(10*time.Second) && b.lastBadLog.CompareAndSwap(last, now) {
+		if n, log := b.badReports.add(); log {
 			b.bd.logger.Warn("ignoring a bad load report", zap.String("backend", be.Address), zap.Error(err), zap.Uint64("bad_reports", n))
 		}
 		return
@@ -243,26 +296,34 @@ func samePool(a, b reverseproxy.UpstreamPool) bool {
 func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
 	b := &binding{upstreams: upstreams, bd: bd, upstream: make(map[*pool.Backend]*reverseproxy.Upstream, len(upstreams))}
 	named := make(map[string]bool, len(upstreams))
-	members := make([]pool.Member, 0, len(upstreams))
 	for _, u := range upstreams {
-		addr := u.String()
-		if named[addr] {
-			continue // listed twice: one backend
-		}
-		named[addr] = true
-		be := pool.Backends.Acquire(addr)
-		b.upstream[be] = u
-		members = append(members, pool.Member{Backend: be, Weight: bd.members.weight(addr), Standby: bd.members.isStandby(addr)})
-	}
-	for _, addr := range bd.members.names() {
-		if !named[addr] {
-			bd.logger.Error("weight or standby names no upstream of this reverse_proxy; it has no effect",
-				zap.String("upstream", addr))
-		}
+		named[u.String()] = true
 	}
 	name := bd.name
 	if name == "" {
 		name = strings.Join(slices.Sorted(maps.Keys(named)), " ")
+	}
+	members := make([]pool.Member, 0, len(upstreams))
+	for _, u := range upstreams {
+		addr := u.String()
+		if !named[addr] {
+			continue // listed twice: one backend
+		}
+		named[addr] = false
+		be := pool.Backends.Acquire(addr)
+		operator.Current.Apply(be)
+		b.upstream[be] = u
+		members = append(members, pool.Member{Backend: be, Weight: bd.weight(name, addr), Standby: bd.members.isStandby(addr)})
+	}
+	for _, addr := range bd.members.names() {
+		if _, ok := named[addr]; !ok {
+			bd.logger.Error("weight or standby names no upstream of this reverse_proxy; it has no effect",
+				zap.String("upstream", addr))
+		}
+	}
+	if bd.sessions != nil {
+		b.sessions = bd.sessions.attach(name, b)
+		members = b.sessions.keepLeaving(b, members)
 	}
 	// Weights were validated at provisioning, so this cannot fail.
 	b.pool, _ = pool.New(name, members)
@@ -275,6 +336,9 @@ func (bd *binder) build(upstreams reverseproxy.UpstreamPool) *binding {
 		}
 		b.monitor = health.NewMonitor(settings, b.changed)
 		for _, m := range members {
+			if !m.LeavesAt.IsZero() {
+				continue // dropped by the configuration: sessions only
+			}
 			b.monitor.Watch(m.Backend, hc.groupOf(m.Backend.Address), hc.checksFor(m.Backend.Address)...)
 		}
 		b.stopMonitor = bd.app.watch(b.monitor)
@@ -329,7 +393,31 @@ func (b *binding) release() {
 	if b.stopMonitor != nil {
 		b.stopMonitor()
 	}
+	if b.sessions != nil {
+		b.sessions.detach(b)
+	}
 	for be := range b.upstream {
 		pool.Backends.Release(be.Address)
 	}
+}
+
+// weight returns the weight of the upstream at addr in the pool called
+// poolName: the operator's, or else the configured one.
+func (bd *binder) weight(poolName, addr string) int {
+	if w, ok := operator.Current.Weight(poolName, addr); ok {
+		return w
+	}
+	return bd.members.weight(addr)
+}
+
+// reweigh applies the operator's weights to the pool's members.
+func (b *binding) reweigh() {
+	members := slices.Clone(b.pool.Snapshot().Members)
+	for i := range members {
+		if members[i].LeavesAt.IsZero() {
+			members[i].Weight = b.bd.weight(b.pool.Name, members[i].Backend.Address)
+		}
+	}
+	// Operator weights are validated when given, so this cannot fail.
+	_ = b.pool.SetMembers(members)
 }

@@ -53,6 +53,7 @@ type backend struct {
 	delay    atomic.Int64 // nanoseconds added to each answer
 	sick     atomic.Bool  // /health answers 503
 	agent    atomic.Value // string: /agent's reply
+	sessions atomic.Int64 // sessions opened by /login.jsp
 	listener net.Listener
 	server   *http.Server
 }
@@ -81,6 +82,9 @@ func (b *backend) serve(t *testing.T, ln net.Listener) {
 			reply, _ := b.agent.Load().(string)
 			fmt.Fprint(w, cmp.Or(reply, "up 100%"))
 			return
+		case "/login.jsp":
+			// An application server opens a session: the cookie names it.
+			http.SetCookie(w, &http.Cookie{Name: "JSESSIONID", Value: fmt.Sprintf("%s-%d", b.name, b.sessions.Add(1)), Path: "/"})
 		}
 		time.Sleep(time.Duration(b.delay.Load()))
 		fmt.Fprint(w, b.name)
@@ -120,10 +124,16 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// runCaddy adapts an example Caddyfile, replaces addresses in it (example
-// backends by test servers), moves the admin endpoint to a free port, runs
-// Caddy on the result and waits until url answers.
-func runCaddy(t *testing.T, example string, replace map[string]string, url string) {
+// caddyProc is a running custom Caddy.
+type caddyProc struct {
+	admin   string // the admin endpoint's host:port
+	storage string // the storage directory
+}
+
+// exampleConfig adapts an example Caddyfile and readies it for a test:
+// addresses replaced (example backends by test servers), the admin
+// endpoint on a free port, storage in a fresh directory, quiet logs.
+func exampleConfig(t *testing.T, example string, replace map[string]string) map[string]any {
 	t.Helper()
 	out, err := exec.Command(caddyBinary, "adapt", "--config", filepath.Join("..", "Caddyfile.examples", example)).Output()
 	if err != nil {
@@ -137,8 +147,23 @@ func runCaddy(t *testing.T, example string, replace map[string]string, url strin
 		t.Fatal(err)
 	}
 	cfg["admin"] = map[string]any{"listen": freePort(t)}
+	cfg["storage"] = map[string]any{"module": "file_system", "root": t.TempDir()}
 	cfg["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}}
-	out, _ = json.Marshal(cfg)
+	return cfg
+}
+
+// runCaddy runs Caddy on an example readied by exampleConfig and waits
+// until url answers.
+func runCaddy(t *testing.T, example string, replace map[string]string, url string) *caddyProc {
+	t.Helper()
+	return runConfig(t, exampleConfig(t, example, replace), url)
+}
+
+// runConfig runs Caddy on cfg and waits until url answers. Caddy is
+// killed when the test ends.
+func runConfig(t *testing.T, cfg map[string]any, url string) *caddyProc {
+	t.Helper()
+	out, _ := json.Marshal(cfg)
 	path := filepath.Join(t.TempDir(), "caddy.json")
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)
@@ -164,13 +189,21 @@ func runCaddy(t *testing.T, example string, replace map[string]string, url strin
 		}
 		if resp, err := http.Get(url); err == nil {
 			resp.Body.Close()
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("caddy did not serve %s within 30s: %s", url, stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	p := &caddyProc{}
+	if admin, ok := cfg["admin"].(map[string]any); ok {
+		p.admin, _ = admin["listen"].(string)
+	}
+	if st, ok := cfg["storage"].(map[string]any); ok {
+		p.storage, _ = st["root"].(string)
+	}
+	return p
 }
 
 var client = &http.Client{Timeout: 10 * time.Second}
@@ -348,6 +381,17 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"unknown option", "lb_policy two_choices {\n\t\tbackup 127.0.0.1:9001\n\t}", "two_choices has no option"},
 		{"bad decay", "lb_policy fast_response {\n\t\tdecay soon\n\t}", "decay must be a positive duration"},
 		{"bad pool name", "lb_policy fast_response {\n\t\tpool web/1\n\t}", `web/1\" must be letters`},
+		{"sticky without a key", "lb_policy sticky", "sticky needs what identifies a session"},
+		{"sticky by nothing known", "lb_policy sticky session", `sticky cannot identify sessions by \"session\"`},
+		{"sticky learn without a cookie", "lb_policy sticky learn", "sticky learn needs a cookie name"},
+		{"sticky header with a bad field", "lb_policy sticky header X:Key", "sticky header needs a header field"},
+		{"sticky prefix too long", "lb_policy sticky client_ip /33", "prefix must be a length from /1 to /32"},
+		{"sticky secret for a table", "lb_policy sticky header X-Key {\n\t\tsecret s\n\t}", "takes no secret"},
+		{"sticky bad timeout", "lb_policy sticky cookie {\n\t\ttimeout forever\n\t}", "timeout must be a positive duration"},
+		{"sticky on Caddy's policy", "lb_policy sticky cookie {\n\t\tfallback round_robin\n\t}", "fallback must be one of Sluice's other policies"},
+		{"sticky on sticky", "lb_policy sticky cookie {\n\t\tfallback sticky cookie\n\t}", "sticky cannot fall back on sticky"},
+		{"pool options in the fallback", "lb_policy sticky cookie {\n\t\tfallback fast_response {\n\t\t\tweight 127.0.0.1:9001 2\n\t\t}\n\t}", "in sticky's block, not in its fallback"},
+		{"failover to itself", "lb_policy fast_response {\n\t\tpool web\n\t\tfailover web\n\t}", "names itself as its failover"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

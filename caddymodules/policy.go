@@ -41,6 +41,10 @@ type selector struct {
 	// configuration. Default: the upstream addresses, sorted and joined.
 	Pool string `json:"pool,omitempty"`
 
+	// Failover names the pool that takes this one's requests while none
+	// of its upstreams, standbys included, is available.
+	Failover string `json:"failover,omitempty"`
+
 	// Sluice's own health checks of the upstreams.
 	Health *HealthChecks `json:"health,omitempty"`
 
@@ -55,7 +59,18 @@ type selector struct {
 
 func (s *selector) core() *selector { return s }
 
-func (s *selector) provision(ctx caddy.Context, newPolicy func(*pool.Pool, policy.Options) policy.Policy, opts policy.Options) error {
+// affinity returns r's affinity hash; only the hashing policies have one.
+func (s *selector) affinity(*http.Request) uint64 { return 0 }
+
+// sluicePolicy is what every Sluice policy module is: a Selector built on
+// a selector, which sticky can take as its fallback.
+type sluicePolicy interface {
+	reverseproxy.Selector
+	core() *selector
+	affinity(r *http.Request) uint64
+}
+
+func (s *selector) provision(ctx caddy.Context, policyName string, newPolicy func(*pool.Pool, policy.Options) policy.Policy, opts policy.Options) error {
 	s.normalize()
 	if err := s.validate(); err != nil {
 		return err
@@ -66,8 +81,13 @@ func (s *selector) provision(ctx caddy.Context, newPolicy func(*pool.Pool, polic
 			return err
 		}
 	}
-	if s.Pool != "" && !validPoolName(s.Pool) {
-		return fmt.Errorf("pool name %q must be letters, digits, '-', '_' or '.'", s.Pool)
+	for _, name := range []string{s.Pool, s.Failover} {
+		if name != "" && !validPoolName(name) {
+			return fmt.Errorf("pool name %q must be letters, digits, '-', '_' or '.'", name)
+		}
+	}
+	if s.Failover != "" && s.Failover == s.Pool {
+		return fmt.Errorf("pool %q names itself as its failover", s.Pool)
 	}
 	app, err := ctx.App("sluice")
 	if err != nil {
@@ -75,17 +95,16 @@ func (s *selector) provision(ctx caddy.Context, newPolicy func(*pool.Pool, polic
 	}
 	s.binder = &binder{
 		name:        s.Pool,
+		policyName:  policyName,
 		members:     s.Members,
 		health:      s.Health,
 		loadReports: s.LoadReports,
+		failover:    s.Failover,
 		newPolicy:   func(p *pool.Pool) policy.Policy { return newPolicy(p, opts) },
 		logger:      ctx.Logger(),
 		app:         app.(*App),
 	}
-	if s.Pool != "" {
-		return s.binder.app.registerPool(s.Pool, s.binder)
-	}
-	return nil
+	return s.binder.app.register(s.binder)
 }
 
 // Cleanup releases the backends this policy held.
@@ -105,12 +124,16 @@ func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option fu
 		if !ok {
 			ok, err = hc.unmarshalHealthOption(d)
 		}
-		if !ok && d.Val() == "pool" {
+		if !ok && (d.Val() == "pool" || d.Val() == "failover") {
 			ok = true
+			field := &s.Pool
+			if d.Val() == "failover" {
+				field = &s.Failover
+			}
 			if !d.NextArg() {
 				err = d.ArgErr()
-			} else if s.Pool = d.Val(); !validPoolName(s.Pool) {
-				err = d.Errf("pool name %q must be letters, digits, '-', '_' or '.'", s.Pool)
+			} else if *field = d.Val(); !validPoolName(*field) {
+				err = d.Errf("pool name %q must be letters, digits, '-', '_' or '.'", *field)
 			} else if d.NextArg() {
 				err = d.ArgErr()
 			}
@@ -128,11 +151,14 @@ func (s *selector) unmarshalBlock(d *caddyfile.Dispenser, name string, option fu
 			return err
 		}
 		if !ok {
-			return d.Errf("%s has no option %q; it takes pool, weight, standby, health options, load_reports%s", name, d.Val(), extraOptions[name])
+			return d.Errf("%s has no option %q; it takes pool, failover, weight, standby, health options, load_reports%s", name, d.Val(), extraOptions[name])
 		}
 	}
 	if !reflect.ValueOf(*hc).IsZero() {
 		s.Health = hc
+	}
+	if s.Failover != "" && s.Failover == s.Pool {
+		return d.Errf("pool %q names itself as its failover", s.Pool)
 	}
 	return nil
 }
@@ -185,7 +211,7 @@ func (SmoothWeightedRoundRobin) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the policy.
 func (p *SmoothWeightedRoundRobin) Provision(ctx caddy.Context) error {
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewSmoothWeightedRoundRobin(pl, o)
 	}, policy.Options{})
 }
@@ -223,7 +249,7 @@ func (WeightedLeastConn) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the policy.
 func (p *WeightedLeastConn) Provision(ctx caddy.Context) error {
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewWeightedLeastConn(pl, o)
 	}, policy.Options{})
 }
@@ -269,7 +295,7 @@ func (FastResponse) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the policy.
 func (p *FastResponse) Provision(ctx caddy.Context) error {
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewFastResponse(pl, o)
 	}, policy.Options{Decay: time.Duration(p.Decay)})
 }
@@ -317,7 +343,7 @@ func (LoadFeedback) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the policy.
 func (p *LoadFeedback) Provision(ctx caddy.Context) error {
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewLoadFeedback(pl, o)
 	}, policy.Options{Decay: time.Duration(p.Decay)})
 }
@@ -364,7 +390,7 @@ func (TwoChoices) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the policy.
 func (p *TwoChoices) Provision(ctx caddy.Context) error {
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewTwoChoices(pl, o)
 	}, policy.Options{Decay: time.Duration(p.Decay)})
 }
@@ -419,7 +445,7 @@ func (p *ConsistentHash) Provision(ctx caddy.Context) error {
 	if p.Key == "" {
 		p.Key = "uri"
 	}
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewConsistentHash(pl, o)
 	}, policy.Options{})
 }
@@ -443,10 +469,11 @@ func (p *ConsistentHash) Validate() error {
 
 // Select returns the upstream that owns the request's key.
 func (p *ConsistentHash) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
-	return p.binder.choose(pool, r, p.key(r))
+	return p.binder.choose(pool, r, p.affinity(r))
 }
 
-func (p *ConsistentHash) key(r *http.Request) uint64 {
+// affinity hashes the request's key.
+func (p *ConsistentHash) affinity(r *http.Request) uint64 {
 	var k string
 	switch p.Key {
 	case "uri":
@@ -525,7 +552,7 @@ func (p *SourceIPHash) Provision(ctx caddy.Context) error {
 	if p.IPv6Prefix == 0 {
 		p.IPv6Prefix = 128
 	}
-	return p.provision(ctx, func(pl *pool.Pool, o policy.Options) policy.Policy {
+	return p.provision(ctx, p.CaddyModule().ID.Name(), func(pl *pool.Pool, o policy.Options) policy.Policy {
 		return policy.NewConsistentHash(pl, o)
 	}, policy.Options{})
 }
@@ -543,11 +570,15 @@ func (p *SourceIPHash) Validate() error {
 
 // Select returns the upstream that owns the client's network.
 func (p *SourceIPHash) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
-	key := rand.Uint64()
+	return p.binder.choose(pool, r, p.affinity(r))
+}
+
+// affinity hashes the client's network.
+func (p *SourceIPHash) affinity(r *http.Request) uint64 {
 	if a, ok := clientAddr(r); ok {
-		key = policy.HashAddr(a, p.IPv4Prefix, p.IPv6Prefix)
+		return policy.HashAddr(a, p.IPv4Prefix, p.IPv6Prefix)
 	}
-	return p.binder.choose(pool, r, key)
+	return rand.Uint64()
 }
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
