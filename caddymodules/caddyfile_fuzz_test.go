@@ -1,9 +1,11 @@
 package caddymodules
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -25,6 +27,12 @@ func FuzzUnmarshalPolicy(f *testing.F) {
 		"source_ip_hash /0",
 		"consistent_hash query q extra",
 		"weighted_least_conn {\n weight\n}",
+		"sticky client_ip /24 /64 {\n timeout 5m\n max_entries 10\n fallback fast_response {\n decay 1s\n }\n}",
+		"sticky cookie lb {\n secret s3cret\n pool web\n}",
+		"sticky learn JSESSIONID {\n fallback consistent_hash uri\n}",
+		"sticky header X-Api-Key {\n removal_grace 0s\n}",
+		"sticky header {\n secret x\n}",
+		"sticky cookie {\n fallback sticky cookie\n}",
 	} {
 		f.Add(seed)
 	}
@@ -50,6 +58,9 @@ func FuzzUnmarshalPolicy(f *testing.F) {
 			u, members = p, &p.Members
 		case "source_ip_hash":
 			p := new(SourceIPHash)
+			u, members = p, &p.Members
+		case "sticky":
+			p := new(Sticky)
 			u, members = p, &p.Members
 		default:
 			return
@@ -86,6 +97,40 @@ func FuzzUnmarshalPolicy(f *testing.F) {
 			if p.Decay < 0 {
 				t.Fatalf("accepted %q with a negative decay", input)
 			}
+		case *Sticky:
+			if err := p.Validate(); err != nil {
+				t.Fatalf("accepted %q: %v", input, err)
+			}
 		}
+	})
+}
+
+// FuzzUnmarshalCookieMatcher: whatever the cookie matcher's parser
+// accepts provisions, and matching it never panics.
+func FuzzUnmarshalCookieMatcher(f *testing.F) {
+	for _, seed := range []string{
+		"cookie profile {\n field tier gold platinum\n format json\n separator |\n base64\n}",
+		"cookie JSESSIONID",
+		"cookie beta on yes*",
+		"cookie p {\n base64\n}",
+		"cookie a\ncookie b c",
+		"cookie {\n}",
+	} {
+		f.Add(seed, "profile=tier=gold; beta=on; a=1; b=c")
+	}
+	f.Fuzz(func(t *testing.T, input, cookies string) {
+		var m MatchCookie
+		if err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+			return
+		}
+		if err := m.Provision(caddy.Context{}); err != nil {
+			if strings.Contains(err.Error(), "format") || strings.Contains(err.Error(), "fields") {
+				t.Fatalf("accepted %q, which does not provision: %v", input, err)
+			}
+			return // names that are no cookie names are checked at provisioning
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Cookie", cookies)
+		m.Match(r)
 	})
 }

@@ -3,6 +3,7 @@ package caddymodules
 import (
 	"errors"
 	"math"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,32 @@ func (backendCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
+var (
+	descSticky = prometheus.NewDesc("sluice_sticky_sessions",
+		"Sessions bound to the backend by a sticky policy's table.", []string{"pool", "by", "backend"}, nil)
+	descStickyMemory = prometheus.NewDesc("sluice_sticky_memory_bytes",
+		"An estimate of the memory a pool's sticky table holds.", []string{"pool", "by"}, nil)
+)
+
+// sessionCollector exports the sticky tables at scrape time.
+type sessionCollector struct{}
+
+func (sessionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSticky
+	ch <- descStickyMemory
+}
+
+func (sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	sessionStates.Each(func(s *sessions) {
+		poolName, by, _ := strings.Cut(s.name, "\x00")
+		st := s.table.Stats()
+		for backend, n := range st.ByBackend {
+			ch <- prometheus.MustNewConstMetric(descSticky, prometheus.GaugeValue, float64(n), poolName, by, backend)
+		}
+		ch <- prometheus.MustNewConstMetric(descStickyMemory, prometheus.GaugeValue, float64(st.Memory), poolName, by)
+	})
+}
+
 func boolFloat(b bool) float64 {
 	if b {
 		return 1
@@ -76,10 +103,12 @@ func registerMetrics(ctx caddy.Context) {
 	if reg == nil {
 		return
 	}
-	if err := reg.Register(backendCollector{}); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) {
-			ctx.Logger().Warn("registering Sluice's metrics", zap.Error(err))
+	for _, c := range []prometheus.Collector{backendCollector{}, sessionCollector{}} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				ctx.Logger().Warn("registering Sluice's metrics", zap.Error(err))
+			}
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	neturl "net/url"
 	"os"
 	"os/exec"
@@ -269,6 +270,19 @@ func TestClientIPPersistence(t *testing.T) {
 	if v := caddy.pool(t, "cart"); v.Persistence == nil || v.Persistence.Entries != 2 {
 		t.Fatalf("pool cart: %+v; want 2 sticky entries, one a /24", v.Persistence)
 	}
+	// Prometheus sees them too.
+	_, metrics := caddy.call(t, http.MethodGet, "/metrics", "", nil)
+	sessions := 0
+	for line := range strings.Lines(metrics) {
+		if strings.HasPrefix(line, `sluice_sticky_sessions{`) && strings.Contains(line, `pool="cart"`) {
+			var n int
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n)
+			sessions += n
+		}
+	}
+	if sessions != 2 {
+		t.Fatalf("sluice_sticky_sessions for pool cart sum to %d, want 2:\n%s", sessions, metrics)
+	}
 	waitFor(t, "idle entries to expire after their 1s timeout", 10*time.Second, func() bool {
 		return caddy.pool(t, "cart").Persistence.Entries == 0
 	})
@@ -387,7 +401,15 @@ func TestReloadThatDropsABackendDrainsIt(t *testing.T) {
 func TestStickyCookieSurvivesItsBackendDying(t *testing.T) {
 	a, b := startBackend(t, "a"), startBackend(t, "b")
 	url := "http://localhost:8095/"
-	caddy := runCaddy(t, "sticky.Caddyfile", map[string]string{"127.0.0.1:9773": a.addr, "127.0.0.1:9774": b.addr}, url)
+	cfg := exampleConfig(t, "sticky.Caddyfile", map[string]string{"127.0.0.1:9773": a.addr, "127.0.0.1:9774": b.addr})
+	sink := newEventSink()
+	hooks := httptest.NewServer(sink)
+	t.Cleanup(hooks.Close)
+	cfg["apps"].(map[string]any)["events"] = map[string]any{"subscriptions": []any{map[string]any{
+		"events":   []string{"sticky_moved"},
+		"handlers": []any{map[string]any{"handler": "sluice_webhook", "url": hooks.URL}},
+	}}}
+	caddy := runConfig(t, cfg, url)
 
 	jar := &cookieJar{}
 	browser := &http.Client{Timeout: 10 * time.Second, Jar: jar}
@@ -417,6 +439,17 @@ func TestStickyCookieSurvivesItsBackendDying(t *testing.T) {
 		}
 		other = body
 	}
+
+	// One event says the session moved, and why.
+	dead := map[string]*backend{"a": a, "b": b}[first].addr
+	sink.waitUntil(t, "a sticky_moved webhook", 10*time.Second, func() bool { return sink.hooksFor("sticky_moved", dead) > 0 })
+	sink.mu.Lock()
+	for _, h := range sink.hooks {
+		if data, _ := h["data"].(map[string]any); h["reason"] != "failed" || data["sessions"] != 1.0 {
+			t.Errorf("sticky_moved webhook %v: want one session moved because its backend failed", h)
+		}
+	}
+	sink.mu.Unlock()
 
 	// A forged cookie is ignored: a new session, a new cookie, no error.
 	forged := map[string]string{"Cookie": "lb=AQAAAAAAAAAqAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
