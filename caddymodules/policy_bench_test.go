@@ -51,6 +51,9 @@ func BenchmarkCaddyPolicies(b *testing.B) {
 		{"two_choices", func() reverseproxy.Selector { return new(TwoChoices) }},
 		{"consistent_hash", func() reverseproxy.Selector { return new(ConsistentHash) }},
 		{"source_ip_hash", func() reverseproxy.Selector { return new(SourceIPHash) }},
+		// A session whose binding is found (one client, one table entry).
+		{"sticky_client_ip", func() reverseproxy.Selector { return &Sticky{By: "client_ip"} }},
+		{"sticky_cookie", func() reverseproxy.Selector { return &Sticky{By: "cookie", Secret: "bench"} }},
 	}
 	for _, pol := range policies {
 		for _, n := range []int{3, 100, 1000} {
