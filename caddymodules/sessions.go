@@ -1,7 +1,6 @@
 package caddymodules
 
 import (
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,17 +36,12 @@ type sessions struct {
 	name  string
 	table *persist.Table
 
-	mu      sync.Mutex
-	known   map[string]*reverseproxy.Upstream // the latest configuration's, by address
-	leaving map[string]leavingUpstream        // dropped by a reload, by address
-	moves   map[string]*movedSessions         // sessions moved off a backend, to report
+	mu         sync.Mutex
+	departures pool.Departures
+	upstreams  map[string]*reverseproxy.Upstream // every configuration's, by address, for those leaving
+	moves      map[string]*movedSessions         // sessions moved off a backend, to report
 
 	directory atomic.Pointer[persist.Directory] // for signed cookies
-}
-
-type leavingUpstream struct {
-	upstream *reverseproxy.Upstream
-	until    time.Time
 }
 
 // sessionStates keeps every pool's sessions across reloads, keyed by the
@@ -70,35 +64,29 @@ func (s *sessions) detach(*binding) { sessionStates.Release(s.name) }
 // previous configuration had and this one dropped, as leaving members
 // that keep their sessions for the grace period; their upstreams join b.
 func (s *sessions) keepLeaving(b *binding, members []pool.Member) []pool.Member {
-	grace := b.bd.sessions.grace
-	now := time.Now()
-	current := make(map[string]*reverseproxy.Upstream, len(members))
-	for be, u := range b.upstream {
-		current[be.Address] = u
-	}
+	current := make([]string, 0, len(b.upstream))
+	backends := make([]*pool.Backend, 0, len(b.upstream))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.leaving == nil {
-		s.leaving = make(map[string]leavingUpstream)
+	if s.upstreams == nil {
+		s.upstreams = make(map[string]*reverseproxy.Upstream)
 	}
-	for addr, u := range s.known {
-		if _, still := current[addr]; !still {
-			if _, already := s.leaving[addr]; !already {
-				s.leaving[addr] = leavingUpstream{upstream: u, until: now.Add(grace)}
-			}
-		}
-	}
-	s.known = current
-	backends := slices.Collect(maps.Keys(b.upstream))
-	for addr, l := range s.leaving {
-		if _, back := current[addr]; back || !now.Before(l.until) {
-			delete(s.leaving, addr)
-			continue
-		}
-		be := pool.Backends.Acquire(addr)
-		b.upstream[be] = l.upstream
+	for be, u := range b.upstream {
+		current = append(current, be.Address)
 		backends = append(backends, be)
-		members = append(members, pool.Member{Backend: be, Weight: 1, LeavesAt: l.until})
+		s.upstreams[be.Address] = u
+	}
+	leaving := s.departures.Update(current, time.Now(), b.bd.sessions.grace)
+	for addr := range s.upstreams {
+		if _, ok := leaving[addr]; !ok && !slices.Contains(current, addr) {
+			delete(s.upstreams, addr) // gone for good
+		}
+	}
+	for addr, until := range leaving {
+		be := pool.Backends.Acquire(addr)
+		b.upstream[be] = s.upstreams[addr]
+		backends = append(backends, be)
+		members = append(members, pool.Member{Backend: be, Weight: 1, LeavesAt: until})
 	}
 	if tokens := b.bd.sessions.tokens; tokens != nil {
 		dir := tokens.Directory(backends)
@@ -150,25 +138,4 @@ func (s *sessions) report(b *binding, from string) {
 	b.bd.app.emit("sticky_moved", map[string]any{
 		"pool": b.pool.Name, "backend": from, "to": m.to, "sessions": m.count, "reason": m.reason,
 	})
-}
-
-// moveReason says why a session bound to bound did not stay there.
-func moveReason(snap *pool.Snapshot, bound, avoided *pool.Backend, now time.Time) string {
-	if bound == avoided {
-		return "failed"
-	}
-	m, ok := snap.Member(bound)
-	switch {
-	case !ok:
-		return "removed"
-	case !m.LeavesAt.IsZero() && !now.Before(m.LeavesAt):
-		return "removed"
-	case m.State() == pool.Draining:
-		return "drain deadline passed"
-	case m.State() == pool.Standby:
-		return "primary returned"
-	case m.State() == pool.Active:
-		return "unavailable"
-	}
-	return m.State().String()
 }

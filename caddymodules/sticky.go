@@ -323,7 +323,7 @@ func (p *Sticky) identify(r *http.Request, s *sessions) session {
 func (p *Sticky) remember(r *http.Request, w http.ResponseWriter, b *binding, sess session, placed placement) {
 	now := time.Now()
 	if sess.bound != nil && !placed.stays {
-		b.sessions.moved(b, sess.bound, placed.backend, moveReason(b.pool.Snapshot(), sess.bound, placed.avoided, now))
+		b.sessions.moved(b, sess.bound, placed.backend, persist.MoveReason(b.pool.Snapshot(), sess.bound, placed.avoided, now))
 	}
 	switch p.By {
 	case "cookie":

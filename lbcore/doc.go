@@ -7,5 +7,9 @@
 //   - health: protocol checkers and the monitor that turns their results
 //     into backend states (rise/fall, groups, passive, slow start, agents);
 //   - notify: log, webhook and e-mail notifications;
-//   - report: load reports backends send about themselves (ORCA).
+//   - report: load reports backends send about themselves (ORCA);
+//   - persist: session tables, signed session tokens, stay-or-move;
+//   - content: fields inside structured cookie values;
+//   - operator: run-time operator decisions, shared between instances;
+//   - registry: state that outlives configurations.
 package lbcore

@@ -22,3 +22,26 @@ func Choose(p *pool.Pool, pol policy.Policy, bound, avoid *pool.Backend, key uin
 	}
 	return pol.Pick(key), false
 }
+
+// MoveReason says why a session bound to bound did not stay there, in
+// the words of a sticky_moved event: "failed" (a retry left it),
+// "removed" (no longer in the pool), "drain deadline passed", "primary
+// returned" (a standby's sessions go home), "down", "offline", or
+// "unavailable" (the engine held it back).
+func MoveReason(snap *pool.Snapshot, bound, avoided *pool.Backend, now time.Time) string {
+	if bound == avoided {
+		return "failed"
+	}
+	m, ok := snap.Member(bound)
+	switch {
+	case !ok || !m.LeavesAt.IsZero() && !now.Before(m.LeavesAt):
+		return "removed"
+	case m.State() == pool.Draining:
+		return "drain deadline passed"
+	case m.State() == pool.Standby:
+		return "primary returned"
+	case m.State() == pool.Active:
+		return "unavailable"
+	}
+	return m.State().String()
+}

@@ -57,3 +57,48 @@ func TestChooseKeepsSessionsWhileTheirBackendTakesThem(t *testing.T) {
 		t.Fatal("a session bound to a failed backend did not move")
 	}
 }
+
+func TestMoveReasonSaysWhy(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	ms := []pool.Member{
+		{Backend: pool.NewBackend("a"), Weight: 1},
+		{Backend: pool.NewBackend("b"), Weight: 1},
+		{Backend: pool.NewBackend("standby"), Weight: 1, Standby: true},
+		{Backend: pool.NewBackend("gone"), Weight: 1, LeavesAt: now},
+	}
+	p, err := pool.New("web", ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := ms[0].Backend, ms[1].Backend
+	reason := func(bound, avoided *pool.Backend) string {
+		return MoveReason(p.Snapshot(), bound, avoided, now)
+	}
+	if got := reason(a, a); got != "failed" {
+		t.Errorf("retry off a: %q", got)
+	}
+	if got := reason(ms[3].Backend, nil); got != "removed" {
+		t.Errorf("dropped member past its grace: %q", got)
+	}
+	if got := reason(pool.NewBackend("stranger"), nil); got != "removed" {
+		t.Errorf("no member: %q", got)
+	}
+	if got := reason(ms[2].Backend, nil); got != "primary returned" {
+		t.Errorf("standby while primaries are up: %q", got)
+	}
+	if got := reason(a, nil); got != "unavailable" {
+		t.Errorf("an active backend: %q", got)
+	}
+	a.Drain(now)
+	b.SetDown(true)
+	if got := reason(a, nil); got != "drain deadline passed" {
+		t.Errorf("drained: %q", got)
+	}
+	if got := reason(b, nil); got != "down" {
+		t.Errorf("down: %q", got)
+	}
+	b.SetAdmin(pool.Offline)
+	if got := reason(b, nil); got != "offline" {
+		t.Errorf("offline: %q", got)
+	}
+}

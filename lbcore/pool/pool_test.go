@@ -157,3 +157,24 @@ func TestBoundSessionsFollowTheMembership(t *testing.T) {
 		t.Error("a leaving member that is down keeps its sessions")
 	}
 }
+
+func TestDeparturesKeepDroppedBackendsForTheGracePeriod(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var d Departures
+	if got := d.Update([]string{"a", "b", "c"}, now, time.Minute); len(got) != 0 {
+		t.Fatalf("first configuration: %v leaving", got)
+	}
+	got := d.Update([]string{"a"}, now, time.Minute)
+	if len(got) != 2 || !got["b"].Equal(now.Add(time.Minute)) {
+		t.Fatalf("b and c dropped: leaving %v", got)
+	}
+	// Another reload half a minute later keeps their first deadline; c
+	// comes back.
+	got = d.Update([]string{"a", "c"}, now.Add(30*time.Second), time.Minute)
+	if len(got) != 1 || !got["b"].Equal(now.Add(time.Minute)) {
+		t.Fatalf("after c returned: leaving %v, want b until its first deadline", got)
+	}
+	if got = d.Update([]string{"a", "c"}, now.Add(time.Minute), time.Minute); len(got) != 0 {
+		t.Fatalf("after the grace period: %v still leaving", got)
+	}
+}
