@@ -36,6 +36,9 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Caddy's default storage, which holds operator decisions and keys,
+	// is the test's own, never the user's.
+	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	caddyBinary = filepath.Join(dir, "caddy")
 	build := exec.Command("go", "build", "-o", caddyBinary, "../cmd/caddy")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
