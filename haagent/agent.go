@@ -39,7 +39,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("f", DefaultConfigPath, "configuration `file`")
 	test := fs.Bool("t", false, "check the configuration file and exit")
-	level := zap.LevelFlag("log-level", zapcore.InfoLevel, "log `level`: debug, info, warn, error")
+	level := zapcore.InfoLevel
+	fs.Var(&level, "log-level", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "configuration %s is valid: %d router(s)\n", *path, len(cfg.Routers))
 		return nil
 	}
-	log := newLogger(*level, stderr)
+	log := newLogger(level, stderr)
 	defer log.Sync() //nolint:errcheck // nothing to do if stderr is gone
 
 	h, err := netlink.NewHandle()
