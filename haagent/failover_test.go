@@ -25,63 +25,87 @@ const margin = 250 * time.Millisecond
 
 const advert = 100 * time.Millisecond
 
-func TestCrashedMasterIsReplacedWithinMasterDown(t *testing.T) {
-	l := newLab(t, "10.99.0.100")
-	lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150))
-	l.haagent(l.net.LB2.NS, l.routerConf(100))
-	l.settled("lb1", 5*time.Second)
+// variants are the transports every failover test runs over.
+var variants = []struct {
+	name, vip string
+	extra     []string
+	logged    string // in lb1's start-up line: where its adverts go
+}{
+	{"ipv4 multicast", "10.99.0.100", nil, `"peers":["224.0.0.18"]`},
+	// Both hosts list both addresses and skip their own.
+	{"ipv4 unicast", "10.99.0.100", []string{"peers 10.99.0.11 10.99.0.12"}, `"peers":["10.99.0.12"]`},
+	{"ipv6 multicast", "fd99::100", nil, `"peers":["ff02::12"]`},
+}
 
-	time.Sleep(37 * time.Millisecond) // off the advert phase of the settle check
-	t0 := time.Now()
-	lb1.kill() // SIGKILL: no priority-0 advert; lb1 keeps the VIP, as a hung host would
-	took := l.w2.Wait(within(t, 3*time.Second), true)
-	if took.IsZero() {
-		t.Fatal("lb2 never took the VIP after lb1 was killed")
-	}
-	down := haagent.MasterDownInterval(100, advert)
-	// lb2's down timer was last reset by an advert at most one interval
-	// before the kill, so the takeover comes between down - advert and
-	// down after it: earlier would mean lb2 did not wait for the timer.
-	if d := took.Sub(t0); d < down-advert-20*time.Millisecond || d > down+margin {
-		t.Errorf("lb2 took the VIP %v after the kill, want within [%v, %v] (Master_Down_Interval %v)", d, down-advert, down+margin, down)
-	} else {
-		t.Logf("lb2 took the VIP %v after the kill (Master_Down_Interval %v)", d, down)
-	}
-	// lb1 still holds the VIP too; lb2's gratuitous ARP must have moved
-	// the client over.
-	if _, ok := l.answeredBy("lb2", time.Second); !ok {
-		t.Error("client did not reach lb2 through the VIP within 1s of the takeover")
+func TestCrashedMasterIsReplacedWithinMasterDown(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			l := newLab(t, v.vip)
+			lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150, v.extra...))
+			l.haagent(l.net.LB2.NS, l.routerConf(100, v.extra...))
+			l.settled("lb1", 5*time.Second)
+			if !strings.Contains(lb1.out.String(), v.logged) {
+				t.Errorf("lb1 does not send its adverts as configured: no %s in its log", v.logged)
+			}
+
+			time.Sleep(37 * time.Millisecond) // off the advert phase of the settle check
+			t0 := time.Now()
+			lb1.kill() // SIGKILL: no priority-0 advert; lb1 keeps the VIP, as a hung host would
+			took := l.w2.Wait(within(t, 3*time.Second), true)
+			if took.IsZero() {
+				t.Fatal("lb2 never took the VIP after lb1 was killed")
+			}
+			down := haagent.MasterDownInterval(100, advert)
+			// lb2's down timer was last reset by an advert at most one
+			// interval before the kill, so the takeover comes between
+			// down - advert and down after it: earlier would mean lb2 did
+			// not wait for the timer.
+			if d := took.Sub(t0); d < down-advert-20*time.Millisecond || d > down+margin {
+				t.Errorf("lb2 took the VIP %v after the kill, want within [%v, %v] (Master_Down_Interval %v)", d, down-advert, down+margin, down)
+			} else {
+				t.Logf("lb2 took the VIP %v after the kill (Master_Down_Interval %v)", d, down)
+			}
+			// lb1 still holds the VIP too; lb2's gratuitous ARP or
+			// unsolicited NA must have moved the client over.
+			if _, ok := l.answeredBy("lb2", time.Second); !ok {
+				t.Error("client did not reach lb2 through the VIP within 1s of the takeover")
+			}
+		})
 	}
 }
 
 func TestGracefulStopHandsOverWithinSkew(t *testing.T) {
-	l := newLab(t, "10.99.0.100")
-	lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150))
-	l.haagent(l.net.LB2.NS, l.routerConf(100))
-	l.settled("lb1", 5*time.Second)
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			l := newLab(t, v.vip)
+			lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150, v.extra...))
+			l.haagent(l.net.LB2.NS, l.routerConf(100, v.extra...))
+			l.settled("lb1", 5*time.Second)
 
-	t0 := time.Now()
-	lb1.signal(syscall.SIGTERM)
-	took := l.w2.Wait(within(t, 3*time.Second), true)
-	if took.IsZero() {
-		t.Fatal("lb2 never took the VIP after lb1 stopped")
-	}
-	skew := haagent.SkewTime(100, advert)
-	if d := took.Sub(t0); d > skew+margin {
-		t.Errorf("lb2 took the VIP %v after SIGTERM, want within Skew_Time %v + %v", d, skew, margin)
-	} else {
-		t.Logf("lb2 took the VIP %v after SIGTERM (Skew_Time %v)", d, skew)
-	}
-	if l.w1.Wait(within(t, 3*time.Second), false).IsZero() {
-		t.Error("lb1 kept the VIP after stopping")
-	}
-	if _, ok := l.answeredBy("lb2", time.Second); !ok {
-		t.Error("client did not reach lb2 within 1s")
-	}
-	select {
-	case <-lb1.done:
-	case <-time.After(10 * time.Second):
-		t.Error("lb1 did not exit after SIGTERM")
+			t0 := time.Now()
+			lb1.signal(syscall.SIGTERM)
+			took := l.w2.Wait(within(t, 3*time.Second), true)
+			if took.IsZero() {
+				t.Fatal("lb2 never took the VIP after lb1 stopped")
+			}
+			skew := haagent.SkewTime(100, advert)
+			if d := took.Sub(t0); d > skew+margin {
+				t.Errorf("lb2 took the VIP %v after SIGTERM, want within Skew_Time %v + %v", d, skew, margin)
+			} else {
+				t.Logf("lb2 took the VIP %v after SIGTERM (Skew_Time %v)", d, skew)
+			}
+			if l.w1.Wait(within(t, 3*time.Second), false).IsZero() {
+				t.Error("lb1 kept the VIP after stopping")
+			}
+			if _, ok := l.answeredBy("lb2", time.Second); !ok {
+				t.Error("client did not reach lb2 within 1s")
+			}
+			select {
+			case <-lb1.done:
+			case <-time.After(10 * time.Second):
+				t.Error("lb1 did not exit after SIGTERM")
+			}
+		})
 	}
 }
 

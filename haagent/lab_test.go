@@ -250,7 +250,9 @@ func (l *lab) vipAddr() string {
 	return netipAddrPort(l.vip, servicePort)
 }
 
-func netipAddrPort(a netip.Addr, port int) string { return netip.AddrPortFrom(a, uint16(port)).String() }
+func netipAddrPort(a netip.Addr, port int) string {
+	return netip.AddrPortFrom(a, uint16(port)).String()
+}
 
 // answeredBy waits until the client's connections to the VIP are
 // answered by host (its short name, e.g. "lb2"), and returns when the
