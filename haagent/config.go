@@ -230,7 +230,7 @@ func (p *parser) webhook(args []string) error {
 
 func (p *parser) mail(args []string) error {
 	if len(args) < 5 || args[1] != "from" || args[3] != "to" {
-		return errors.New("want: mail SERVER from ADDRESS to ADDRESS...")
+		return errors.New("want: mail SERVER from ADDRESS to ADDRESS [ADDRESS]")
 	}
 	m := &notify.Mail{Server: args[0], From: args[2], To: args[4:]}
 	if err := m.Validate(); err != nil {
@@ -391,7 +391,7 @@ func (p *parser) routerDirective(w []string) error {
 		return nil
 	case "notify":
 		if len(args) == 0 {
-			return errors.New("want: notify COMMAND [ARGS...]")
+			return errors.New("want: notify COMMAND [ARGS]")
 		}
 		r.Notify = append(r.Notify, args)
 		return nil

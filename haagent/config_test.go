@@ -124,7 +124,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"track tcp target", router("\ttrack tcp localhost\n"), "c.conf:5: track tcp localhost: want HOST:PORT"},
 		{"track interface option", router("\ttrack interface lo every 1s\n"), `c.conf:5: track interface takes only weight, not "every"`},
 		{"webhook", "webhook ftp://x\n", "c.conf:1: webhook URL"},
-		{"mail syntax", "mail smtp.example.com:25 to a@example.com\n", "c.conf:1: want: mail SERVER from ADDRESS to ADDRESS..."},
+		{"mail syntax", "mail smtp.example.com:25 to a@example.com\n", "c.conf:1: want: mail SERVER from ADDRESS to ADDRESS [ADDRESS]"},
 		{"announce", router("\tannounce many\n"), `c.conf:5: announce count "many"`},
 		{"source count", router("\tsource 10.0.0.1 10.0.0.2\n"), "c.conf:5: source takes one value, got 2"},
 	}

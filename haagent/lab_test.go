@@ -17,10 +17,10 @@ import (
 	"github.com/sluicelb/sluice/haagent/nstest"
 )
 
-// Namespaces of these tests are named hat-*, after the project's prefix
+// Namespaces of these tests are named hat-t-*, after the project's prefix
 // for haagent tests, and removed by each test (and at the start of the
 // next, should a run have died).
-const prefix = "hat-"
+const prefix = "hat-t-"
 
 const servicePort = 8080
 
