@@ -202,10 +202,7 @@ func (in *instance) start(now time.Time) {
 }
 
 func (in *instance) shutdown() {
-	in.m.Stop(time.Now())
-	if in.m.State() == Init && in.held != nil { // never started, or stopped outside Master
-		in.releaseVIPs()
-	}
+	in.m.Stop(time.Now()) // a master releases its addresses on the way out
 	in.conn.close()
 	in.ann.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
