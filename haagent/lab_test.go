@@ -175,6 +175,9 @@ func (l *lab) start(ns, label string, name string, args ...string) *daemon {
 	}()
 	l.t.Cleanup(func() {
 		d.kill()
+		if strings.Contains(d.out.String(), "DATA RACE") { // built with GOFLAGS=-race
+			l.t.Errorf("%s reported a data race", d.name)
+		}
 		if l.t.Failed() {
 			l.t.Logf("output of %s:\n%s", d.name, d.out)
 		}
