@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -29,6 +30,9 @@ type packet struct {
 	src, dst netip.Addr
 	ttl      int // TTL or hop limit
 	ifindex  int
+	// at is when the datagram was read: timers start from here, not
+	// from whenever the router's goroutine gets to it on a busy host.
+	at time.Time
 }
 
 // openConn opens the raw IP protocol 112 socket for ifi, bound to it so
@@ -159,6 +163,7 @@ func (c *conn) read(buf []byte) (packet, error) {
 	if err != nil {
 		return p, err
 	}
+	p.at = time.Now()
 	if ip, ok := from.(*net.IPAddr); ok {
 		p.src, _ = netip.AddrFromSlice(ip.IP)
 	}

@@ -177,7 +177,7 @@ func (in *instance) run(ctx context.Context) {
 				in.shutdown()
 				return
 			}
-			in.receive(time.Now(), p)
+			in.receive(p.at, p)
 		case u := <-in.updates:
 			in.track(time.Now(), u)
 		case cfg := <-in.reloads:
