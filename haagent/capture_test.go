@@ -2,6 +2,7 @@ package haagent_test
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -14,13 +15,14 @@ import (
 	"github.com/sluicelb/sluice/haagent/nstest"
 )
 
-// capture reads VRRP datagrams in namespace ns, as tcpdump would, and
-// returns each with the addresses its checksum covers.
+// captured is a VRRP datagram with the addresses its checksum covers.
 type captured struct {
 	b        []byte
 	src, dst netip.Addr
 }
 
+// captureAdverts reads n VRRP datagrams in namespace ns, as tcpdump
+// would.
 func captureAdverts(t *testing.T, ns string, v6 bool, n int, timeout time.Duration) []captured {
 	t.Helper()
 	var out []captured
@@ -39,41 +41,42 @@ func captureAdverts(t *testing.T, ns string, v6 bool, n int, timeout time.Durati
 		}
 		defer c.Close()
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
-		buf := make([]byte, 2048)
+		// read returns one datagram with its source and destination.
+		var read func(b []byte) (int, net.IP, net.Addr, error)
 		if v6 {
 			p := ipv6.NewPacketConn(c)
-			if err := p.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}); err != nil {
+			if err := errors.Join(p.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}), p.SetControlMessage(ipv6.FlagDst, true)); err != nil {
 				return err
 			}
-			if err := p.SetControlMessage(ipv6.FlagDst, true); err != nil {
-				return err
-			}
-			for len(out) < n {
-				k, cm, from, err := p.ReadFrom(buf)
+			read = func(b []byte) (int, net.IP, net.Addr, error) {
+				n, cm, from, err := p.ReadFrom(b)
 				if err != nil {
-					return err
+					return 0, nil, nil, err
 				}
-				src, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
-				dst, _ := netip.AddrFromSlice(cm.Dst)
-				out = append(out, captured{bytes.Clone(buf[:k]), src, dst})
+				return n, cm.Dst, from, nil
 			}
-			return nil
+		} else {
+			p := ipv4.NewPacketConn(c)
+			if err := errors.Join(p.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}), p.SetControlMessage(ipv4.FlagDst, true)); err != nil {
+				return err
+			}
+			read = func(b []byte) (int, net.IP, net.Addr, error) {
+				n, cm, from, err := p.ReadFrom(b)
+				if err != nil {
+					return 0, nil, nil, err
+				}
+				return n, cm.Dst, from, nil
+			}
 		}
-		p := ipv4.NewPacketConn(c)
-		if err := p.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}); err != nil {
-			return err
-		}
-		if err := p.SetControlMessage(ipv4.FlagDst, true); err != nil {
-			return err
-		}
+		buf := make([]byte, 2048)
 		for len(out) < n {
-			k, cm, from, err := p.ReadFrom(buf)
+			k, dstIP, from, err := read(buf)
 			if err != nil {
 				return err
 			}
 			src, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
-			dst, _ := netip.AddrFromSlice(cm.Dst)
-			out = append(out, captured{bytes.Clone(buf[:k]), src, dst})
+			dst, _ := netip.AddrFromSlice(dstIP)
+			out = append(out, captured{bytes.Clone(buf[:k]), src.Unmap(), dst.Unmap()})
 		}
 		return nil
 	})

@@ -37,16 +37,24 @@ var variants = []struct {
 	{"ipv6 multicast", "fd99::100", nil, `"peers":["ff02::12"]`},
 }
 
+// pair starts haagent on lb1 (priority 150) and lb2 (100) and waits for
+// lb1 to serve the VIP.
+func pair(t *testing.T, vip string, extra []string, logged string) (*lab, *daemon) {
+	t.Helper()
+	l := newLab(t, vip)
+	lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150, extra...))
+	l.haagent(l.net.LB2.NS, l.routerConf(100, extra...))
+	l.settled("lb1", 5*time.Second)
+	if !strings.Contains(lb1.out.String(), logged) {
+		t.Errorf("lb1 does not send its adverts as configured: no %s in its log", logged)
+	}
+	return l, lb1
+}
+
 func TestCrashedMasterIsReplacedWithinMasterDown(t *testing.T) {
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			l := newLab(t, v.vip)
-			lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150, v.extra...))
-			l.haagent(l.net.LB2.NS, l.routerConf(100, v.extra...))
-			l.settled("lb1", 5*time.Second)
-			if !strings.Contains(lb1.out.String(), v.logged) {
-				t.Errorf("lb1 does not send its adverts as configured: no %s in its log", v.logged)
-			}
+			l, lb1 := pair(t, v.vip, v.extra, v.logged)
 
 			time.Sleep(37 * time.Millisecond) // off the advert phase of the settle check
 			t0 := time.Now()
@@ -77,10 +85,7 @@ func TestCrashedMasterIsReplacedWithinMasterDown(t *testing.T) {
 func TestGracefulStopHandsOverWithinSkew(t *testing.T) {
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			l := newLab(t, v.vip)
-			lb1 := l.haagent(l.net.LB1.NS, l.routerConf(150, v.extra...))
-			l.haagent(l.net.LB2.NS, l.routerConf(100, v.extra...))
-			l.settled("lb1", 5*time.Second)
+			l, lb1 := pair(t, v.vip, v.extra, v.logged)
 
 			t0 := time.Now()
 			lb1.signal(syscall.SIGTERM)
@@ -136,17 +141,12 @@ func TestPreemption(t *testing.T) {
 	}
 }
 
-// healthServer serves 200 on /health in ns at 127.0.0.1:port while ok
-// holds, 503 otherwise.
-func healthServer(t *testing.T, ns string, port int, ok *atomic.Bool) {
+// serveHTTP serves h at addr inside namespace ns until the test ends.
+func serveHTTP(t *testing.T, ns, addr string, h http.Handler) {
 	t.Helper()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !ok.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-		}
-	})}
+	srv := &http.Server{Handler: h}
 	err := nstest.In(ns, func() error {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return err
 		}
@@ -157,6 +157,17 @@ func healthServer(t *testing.T, ns string, port int, ok *atomic.Bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
+}
+
+// healthServer serves 200 in ns at 127.0.0.1:port while ok holds, 503
+// otherwise.
+func healthServer(t *testing.T, ns string, port int, ok *atomic.Bool) {
+	t.Helper()
+	serveHTTP(t, ns, fmt.Sprintf("127.0.0.1:%d", port), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ok.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}
+	}))
 }
 
 func TestTrackingMovesTheVIP(t *testing.T) {

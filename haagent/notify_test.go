@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,7 +25,7 @@ func TestNotifications(t *testing.T) {
 	l := newLab(t, "10.99.0.100")
 	var mu sync.Mutex
 	var events []notify.Event
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serveHTTP(t, l.net.LB1.NS, "127.0.0.1:9090", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var e notify.Event
 		body, _ := io.ReadAll(r.Body)
 		if err := json.Unmarshal(body, &e); err != nil {
@@ -35,19 +34,7 @@ func TestNotifications(t *testing.T) {
 		mu.Lock()
 		events = append(events, e)
 		mu.Unlock()
-	})}
-	err := nstest.In(l.net.LB1.NS, func() error {
-		ln, err := net.Listen("tcp", "127.0.0.1:9090")
-		if err != nil {
-			return err
-		}
-		go srv.Serve(ln) //nolint:errcheck // ends with Close
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	}))
 	dir := t.TempDir()
 	script := filepath.Join(dir, "notify.sh")
 	record := filepath.Join(dir, "calls")
