@@ -55,6 +55,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "configuration %s is valid: %d router(s)\n", *path, len(cfg.Routers))
 		return nil
 	}
+	// Before anything slow: an early SIGHUP must not kill the daemon.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sig)
 	log := newLogger(level, stderr)
 	defer log.Sync() //nolint:errcheck // nothing to do if stderr is gone
 
@@ -68,9 +72,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		a.Stop()
 		return err
 	}
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(sig)
 	for {
 		select {
 		case <-ctx.Done():
@@ -253,6 +254,7 @@ func (a *Agent) LogStatus() {
 		state, prio := s.state, s.priority
 		s.mu.Unlock()
 		a.log.Info("status", zap.String("router", name), zap.String("state", state.String()),
-			zap.Uint8("priority", prio), zap.Any("dropped_adverts", r.in.drops.snapshot()))
+			zap.Uint8("priority", prio), zap.Any("dropped_adverts", r.in.drops.snapshot()),
+			zap.Uint64("foreign_address_lists", r.in.foreignLists.Load()))
 	}
 }

@@ -99,6 +99,7 @@ func TestBadAdvertsAreDroppedAndCounted(t *testing.T) {
 	var status struct {
 		State   string            `json:"state"`
 		Dropped map[string]uint64 `json:"dropped_adverts"`
+		Foreign int               `json:"foreign_address_lists"`
 	}
 	if !waitFor(3*time.Second, func() bool {
 		for line := range strings.Lines(lb1.out.String()) {
@@ -118,8 +119,8 @@ func TestBadAdvertsAreDroppedAndCounted(t *testing.T) {
 			t.Errorf("dropped for %q: %d, want %d (all: %v)", p.reason, got, each, status.Dropped)
 		}
 	}
-	if !strings.Contains(lb1.out.String(), "PEER ADVERTISES OUR VRID WITH A DIFFERENT ADDRESS LIST") {
-		t.Error("a peer advertising other addresses was not logged")
+	if status.Foreign != 1 || !strings.Contains(lb1.out.String(), "PEER ADVERTISES OUR VRID WITH A DIFFERENT ADDRESS LIST") {
+		t.Errorf("a peer advertising other addresses was not logged and counted once (count %d)", status.Foreign)
 	}
 
 	// The same advert, unbroken, is obeyed.

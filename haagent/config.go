@@ -348,6 +348,9 @@ func (p *parser) routerDirective(w []string) error {
 				}
 			}
 		}
+		if len(r.Peers) == 0 {
+			return errors.New("peers lists only this host's own addresses: no one to send adverts to")
+		}
 		return nil
 	case "source":
 		v, err := one()

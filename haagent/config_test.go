@@ -126,6 +126,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"webhook", "webhook ftp://x\n", "c.conf:1: webhook URL"},
 		{"mail syntax", "mail smtp.example.com:25 to a@example.com\n", "c.conf:1: want: mail SERVER from ADDRESS to ADDRESS [ADDRESS]"},
 		{"announce", router("\tannounce many\n"), `c.conf:5: announce count "many"`},
+		{"only own peers", router("\tpeers 127.0.0.1\n"), "c.conf:5: peers lists only this host's own addresses"},
 		{"source count", router("\tsource 10.0.0.1 10.0.0.2\n"), "c.conf:5: source takes one value, got 2"},
 	}
 	for _, c := range cases {

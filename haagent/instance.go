@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -79,10 +80,11 @@ type instance struct {
 	reloads chan *RouterConfig
 	done    chan struct{}
 
-	drops       drops
-	foreign     string // the last differing address list logged
-	lastSendErr string
-	status      statusBox
+	drops        drops
+	foreignLists atomic.Uint64 // adverts (processed) whose address list differs from ours, counted once per change
+	foreign      string        // the last differing address list logged
+	lastSendErr  string
+	status       statusBox
 }
 
 // statusBox holds what the agent reports of a router, written by the
@@ -294,12 +296,10 @@ func (in *instance) checkAddrs(a *Advert, src netip.Addr) {
 		return
 	}
 	in.foreign = key
-	in.drops.add(errAddrMismatch)
+	in.foreignLists.Add(1)
 	in.log.Error("PEER ADVERTISES OUR VRID WITH A DIFFERENT ADDRESS LIST: check both configurations",
 		zap.Stringer("peer", src), zap.Strings("peer_addresses", theirs), zap.Strings("our_addresses", ours))
 }
-
-var errAddrMismatch = errors.New("address list differs from ours (processed)")
 
 // Send implements Effects.
 func (in *instance) Send(priority uint8) {
