@@ -64,12 +64,13 @@ func TestCrashedMasterIsReplacedWithinMasterDown(t *testing.T) {
 				t.Fatal("lb2 never took the VIP after lb1 was killed")
 			}
 			down := haagent.MasterDownInterval(100, advert)
-			// lb2's down timer was last reset by an advert at most one
-			// interval before the kill, so the takeover comes between
-			// down - advert and down after it: earlier would mean lb2 did
-			// not wait for the timer.
-			if d := took.Sub(t0); d < down-advert-20*time.Millisecond || d > down+margin {
-				t.Errorf("lb2 took the VIP %v after the kill, want within [%v, %v] (Master_Down_Interval %v)", d, down-advert, down+margin, down)
+			// lb2's down timer was last reset by an advert about one
+			// interval before the kill, so the takeover comes about
+			// down - advert to down after it. The lower bound is looser
+			// (down/2), as a starved lb1 may have sent its last advert
+			// late; it still shows that lb2 waited for its timer.
+			if d := took.Sub(t0); d < down/2 || d > down+margin {
+				t.Errorf("lb2 took the VIP %v after the kill, want within [%v, %v] (Master_Down_Interval %v)", d, down/2, down+margin, down)
 			} else {
 				t.Logf("lb2 took the VIP %v after the kill (Master_Down_Interval %v)", d, down)
 			}
@@ -232,10 +233,11 @@ func TestTrackingMovesTheVIP(t *testing.T) {
 
 // TestNoTwoMasters flaps mastership back and forth, by graceful restarts
 // and by a failing health check, and checks from the netlink timelines
-// that the VIP was never on both hosts for longer than one advert
-// interval: VRRP hands over by advert, so while one is on the wire both
-// may briefly hold the address, but a second master that lasts longer
-// than an interval has missed an advert it should have acted on.
+// that there was never a second master. VRRP hands over by advert, so
+// while one is on the wire both hosts hold the address for a moment (a
+// few ms here); a backup that took over while the master lived would
+// show as extra VIP changes, so the changes are counted exactly, and the
+// overlap is bounded by the scheduling margin.
 func TestNoTwoMasters(t *testing.T) {
 	l := newLab(t, "10.99.0.100")
 	var healthy atomic.Bool
@@ -245,7 +247,8 @@ func TestNoTwoMasters(t *testing.T) {
 	lb1 := l.haagent(l.net.LB1.NS, conf1)
 	lb2 := l.haagent(l.net.LB2.NS, l.routerConf(100))
 	l.settled("lb1", 5*time.Second)
-	for i := range 6 {
+	const flaps = 6
+	for i := range flaps {
 		switch i % 3 {
 		case 0: // health flap
 			healthy.Store(false)
@@ -268,9 +271,15 @@ func TestNoTwoMasters(t *testing.T) {
 		}
 	}
 	overlap := maxOverlap(l.w1.Events(), l.w2.Events(), time.Now())
-	t.Logf("%d changes on lb1, %d on lb2; longest time both held the VIP: %v", len(l.w1.Events()), len(l.w2.Events()), overlap)
-	if overlap > advert {
-		t.Errorf("both hosts held the VIP for %v, longer than an advert interval", overlap)
+	n1, n2 := len(l.w1.Events()), len(l.w2.Events())
+	t.Logf("%d changes on lb1, %d on lb2; longest time both held the VIP: %v", n1, n2, overlap)
+	// lb1: the first add, then a loss and a return per flap; lb2: a
+	// gain and a loss per flap.
+	if n1 != 1+2*flaps || n2 != 2*flaps {
+		t.Errorf("VIP changes: lb1 %d, lb2 %d; want %d and %d for %d flaps", n1, n2, 1+2*flaps, 2*flaps, flaps)
+	}
+	if overlap > margin {
+		t.Errorf("both hosts held the VIP for %v, longer than a handover takes", overlap)
 	}
 }
 
