@@ -100,8 +100,13 @@ func TestGracefulStopHandsOverWithinSkew(t *testing.T) {
 			} else {
 				t.Logf("lb2 took the VIP %v after SIGTERM (Skew_Time %v)", d, skew)
 			}
-			if l.w1.Wait(within(t, 3*time.Second), false).IsZero() {
+			// lb1 lets go only once lb2 holds the VIP, so clients never
+			// find it on neither host.
+			released := l.w1.Wait(within(t, 3*time.Second), false)
+			if released.IsZero() {
 				t.Error("lb1 kept the VIP after stopping")
+			} else if released.Before(took) {
+				t.Errorf("lb1 released the VIP %v before lb2 took it", took.Sub(released))
 			}
 			if _, ok := l.answeredBy("lb2", time.Second); !ok {
 				t.Error("client did not reach lb2 within 1s")

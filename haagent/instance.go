@@ -70,10 +70,11 @@ type instance struct {
 	publish func(notify.Event)
 	notes   *notifier
 
-	items   []*trackItem
-	started bool
-	held    []netip.Prefix // the virtual addresses we put on the link
-	stopAnn context.CancelFunc
+	items    []*trackItem
+	started  bool
+	stopping bool           // shutting down: addresses are released by handOver
+	held     []netip.Prefix // the virtual addresses we put on the link
+	stopAnn  context.CancelFunc
 
 	inbox   chan packet
 	updates chan trackUpdate
@@ -204,7 +205,11 @@ func (in *instance) start(now time.Time) {
 }
 
 func (in *instance) shutdown() {
-	in.m.Stop(time.Now()) // a master releases its addresses on the way out
+	in.stopping = true
+	in.m.Stop(time.Now()) // a master sends priority 0…
+	if in.held != nil {
+		in.handOver() // …and lets its addresses go once the backup has them
+	}
 	in.conn.close()
 	in.ann.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -212,6 +217,41 @@ func (in *instance) shutdown() {
 	in.notes.close(ctx)
 	in.log.Info("router stopped", zap.Any("dropped_adverts", in.drops.snapshot()))
 }
+
+// handOver keeps a stopping master's addresses until a new master
+// advertises, and then handoverGrace more, for its gratuitous ARPs to
+// reach the clients: until then the clients still send to us, and a
+// master that let go at once would leave them a gap of Skew_Time. The
+// two hosts hold the addresses together only while the clients move,
+// and this host no longer advertises. With no backup to take over, the
+// addresses go after two advert intervals, by which the backup's
+// Skew_Time has long passed.
+func (in *instance) handOver() {
+	deadline := time.After(2 * in.cfg.Interval)
+wait:
+	for {
+		select {
+		case p, ok := <-in.inbox:
+			if !ok {
+				break wait
+			}
+			if a, err := in.check(p); err == nil && a.Priority > 0 {
+				in.log.Info("new master advertises: releasing the addresses", zap.Stringer("master", p.src))
+				time.Sleep(handoverGrace)
+				break wait
+			}
+		case <-deadline:
+			in.log.Info("no new master within two advert intervals: releasing the addresses")
+			break wait
+		}
+	}
+	in.releaseVIPs()
+}
+
+// handoverGrace is how long a stopping master keeps its addresses after
+// the new master's advert: the new master sends its gratuitous ARPs right
+// after that advert, and a LAN delivers them well within this.
+const handoverGrace = 20 * time.Millisecond
 
 // readLoop hands received datagrams to run until the socket is closed.
 func (in *instance) readLoop() {
@@ -328,7 +368,7 @@ func (in *instance) Enter(from, to State, why string) {
 	if to == Master {
 		in.takeVIPs(in.cfg.VIPs)
 	}
-	if from == Master {
+	if from == Master && !in.stopping { // a stopping master hands over in shutdown
 		in.releaseVIPs()
 	}
 	prio := in.m.Params().Priority
