@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 # Debian packages the tests use, as "command:package" pairs. Installed only
 # when the command is missing.
-NEEDED=()
+NEEDED=(keepalived:keepalived)
 
 missing=()
 for pair in "${NEEDED[@]+"${NEEDED[@]}"}"; do
