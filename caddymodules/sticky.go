@@ -277,7 +277,12 @@ func (p *Sticky) Select(upstreams reverseproxy.UpstreamPool, r *http.Request, w 
 	sess := p.identify(r, b.sessions)
 	u, placed := b.place(r, p.fallback.affinity(r), sess.bound)
 	if u == nil || caddyhttp.GetVar(r.Context(), failedOverVar) != nil {
-		return u // another pool's upstream: this pool binds nothing to it
+		// Another pool's upstream, or none: this pool binds nothing to
+		// it, nor learns from its answer.
+		if rec, ok := caddyhttp.GetVar(r.Context(), learnVar).(*learnRecorder); ok {
+			rec.expect(nil, "", nil)
+		}
+		return u
 	}
 	p.remember(r, w, b, sess, placed)
 	return u
