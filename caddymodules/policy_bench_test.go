@@ -94,3 +94,33 @@ func BenchmarkCaddyPolicies(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCaddySelect times Caddy's own round_robin and least_conn
+// choosing alone, on the same pool sizes as lbcore's BenchmarkPick, so the
+// two tables compare choice with choice: Caddy's least_conn scans the
+// pool, Sluice's policies do not.
+func BenchmarkCaddySelect(b *testing.B) {
+	for _, pol := range []struct {
+		name string
+		sel  reverseproxy.Selector
+	}{
+		{"caddy_round_robin", new(reverseproxy.RoundRobinSelection)},
+		{"caddy_least_conn", new(reverseproxy.LeastConnSelection)},
+	} {
+		for _, n := range []int{3, 100, 1000} {
+			b.Run(fmt.Sprintf("%s/n=%d", pol.name, n), func(b *testing.B) {
+				upstreams := make(reverseproxy.UpstreamPool, n)
+				for i := range upstreams {
+					upstreams[i] = &reverseproxy.Upstream{Host: new(reverseproxy.Host), Dial: fmt.Sprintf("10.1.%d.%d:80", i/256, i%256)}
+				}
+				req, _ := http.NewRequest(http.MethodGet, "http://example.com/objects/1", nil)
+				b.ReportAllocs()
+				for b.Loop() {
+					if pol.sel.Select(upstreams, req, nil) == nil {
+						b.Fatal("no upstream")
+					}
+				}
+			})
+		}
+	}
+}
