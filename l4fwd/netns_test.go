@@ -27,7 +27,8 @@ import (
 // they build (ip netns exec), in one of these roles, chosen by L4T_ROLE:
 //
 //	server NAME ADDR        HTTP server answering NAME to every request
-//	client URL N [SRC,...]  N requests from each source, each on a new connection; prints {"SRC": {"NAME": count}}
+//	client URL N [SRC,...] [TIMEOUT]
+//	                        N requests from each source, each on a new connection; prints {"SRC": {"NAME": count}}
 //	hold URL                one keep-alive connection; a request per stdin line, prints "NAME reused"
 //	l4fwd ARGS...           the daemon itself (l4fwd.Run)
 const roleEnv = "L4T_ROLE"
@@ -61,17 +62,21 @@ func runRole(role string, args []string) error {
 	case "client":
 		n, _ := strconv.Atoi(args[1])
 		sources := []string{""}
-		if len(args) > 2 {
+		if len(args) > 2 && args[2] != "" {
 			sources = strings.Split(args[2], ",")
+		}
+		timeout := 3 * time.Second
+		if len(args) > 3 {
+			timeout, _ = time.ParseDuration(args[3])
 		}
 		all := map[string]map[string]int{}
 		for _, src := range sources {
 			tr := &http.Transport{DisableKeepAlives: true}
 			if src != "" {
-				d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+				d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 				tr.DialContext = d.DialContext
 			}
-			c := &http.Client{Transport: tr, Timeout: 3 * time.Second}
+			c := &http.Client{Transport: tr, Timeout: timeout}
 			counts := map[string]int{}
 			for range n {
 				name, err := get(c, args[0], nil)
@@ -300,7 +305,13 @@ func requests(t *testing.T, ns, url string, n int) map[string]int {
 // answers per source.
 func requestsFrom(t *testing.T, ns, url string, n int, sources ...string) map[string]map[string]int {
 	t.Helper()
-	p := start(t, ns, "client", url, strconv.Itoa(n), strings.Join(sources, ","))
+	return requestsWithin(t, ns, url, n, 3*time.Second, sources...)
+}
+
+// requestsWithin is requestsFrom with a timeout per request other than 3s.
+func requestsWithin(t *testing.T, ns, url string, n int, timeout time.Duration, sources ...string) map[string]map[string]int {
+	t.Helper()
+	p := start(t, ns, "client", url, strconv.Itoa(n), strings.Join(sources, ","), timeout.String())
 	var counts map[string]map[string]int
 	if err := json.Unmarshal([]byte(p.line(t)), &counts); err != nil {
 		t.Fatalf("client output: %v", err)
