@@ -88,6 +88,22 @@ func TestDR(t *testing.T) {
 		if pk[1] < 400*3 { // SYN, ACK, request, FIN... of 400 connections
 			t.Errorf("only %d packets to the VIP reached the LB for 400 connections", pk[1])
 		}
+		// Closed connections keep their flow entry only briefly, so churn
+		// cannot fill the flow map.
+		flows, err := k.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: "l4fwd", Family: nftables.TableFamilyNetdev}, Name: "d1-flows"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		short := 0
+		for _, f := range flows {
+			if f.Timeout <= 10*time.Second {
+				short++
+			}
+		}
+		t.Logf("flow map: %d entries, %d cut to the closing timeout", len(flows), short)
+		if len(flows) < 400 || short < len(flows)-5 {
+			t.Errorf("flow map holds %d entries, %d of them closing; want the 400 closed connections closing", len(flows), short)
+		}
 	})
 
 	t.Run("drain", func(t *testing.T) {

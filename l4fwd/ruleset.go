@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -85,6 +87,13 @@ func svcName(s *ServiceState) string {
 	return fmt.Sprintf("s%d", s.ID)
 }
 
+// DR flow maps: how many flows they hold, and how long a flow is kept
+// after its connection closed (FIN or RST seen).
+const (
+	flowMapSize    = 262144
+	closingTimeout = 10 * time.Second
+)
+
 func limitChain(mark uint32) string { return fmt.Sprintf("r%x", mark) }
 
 // seed keeps a service's hash the same across restarts and rule rewrites,
@@ -140,9 +149,7 @@ func buildNAT(svcs []*ServiceState) *table {
 	t := &table{family: nftables.TableFamilyIPv4}
 	t.addChain(nftables.Chain{Name: "prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle},
-		append(dispatchKey(true), vmap(reg1, "nat_port")),
-		append(dispatchKey(false), vmap(reg1, "nat_all")),
-	)
+		dispatchRules(svcs, nil, "nat_port", "nat_all")...)
 	t.addChain(nftables.Chain{Name: "nat_prerouting", Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest},
 		dnatRules()...)
@@ -151,14 +158,14 @@ func buildNAT(svcs []*ServiceState) *table {
 	natAll := t.addSet(nftables.Set{Name: "nat_all", IsMap: true, Concatenation: true,
 		KeyType: typeDispatchAll, DataType: nftables.TypeVerdict})
 	dnatPort := t.addSet(nftables.Set{Name: "dnat_port", IsMap: true,
-		KeyType: nftables.TypeMark, DataType: typeAddrPort})
+		KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: typeAddrPort})
 	dnatAddr := t.addSet(nftables.Set{Name: "dnat_addr", IsMap: true,
-		KeyType: nftables.TypeMark, DataType: nftables.TypeIPAddr})
+		KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIPAddr})
 	var snat, synproxy *set
 	for _, s := range svcs {
 		name := svcName(s)
 		key := keyDispatch(s.VIP, s.Proto, s.Port)
-		to := &expr.Verdict{Kind: expr.VerdictJump, Chain: name}
+		to := &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}
 		if s.Port != 0 {
 			t.add(natPort, nftables.SetElement{Key: key, VerdictData: to})
 		} else {
@@ -180,7 +187,7 @@ func buildNAT(svcs []*ServiceState) *table {
 		if s.SNAT != "" {
 			if snat == nil {
 				snat = t.addSet(nftables.Set{Name: "snat", IsMap: true,
-					KeyType: nftables.TypeMark, DataType: nftables.TypeVerdict})
+					KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict})
 				t.addChain(nftables.Chain{Name: "nat_postrouting", Type: nftables.ChainTypeNAT,
 					Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource},
 					// ct mark & 0xffff0000 vmap @snat
@@ -199,6 +206,27 @@ func buildNAT(svcs []*ServiceState) *table {
 		}
 	}
 	return t
+}
+
+// dispatchRules send a packet to its service's chain: "ip daddr . meta
+// l4proto . th dport vmap @port" and, only when some service takes every
+// port, "ip daddr . meta l4proto vmap @all" (a lookup every packet would
+// pay for nothing). The maps hold goto verdicts: the service chain has
+// the last word, so nothing is looked up after it.
+func dispatchRules(svcs []*ServiceState, prefix []expr.Any, port, all string) [][]expr.Any {
+	var withPort, allPorts bool
+	for _, s := range svcs {
+		withPort = withPort || s.Port != 0
+		allPorts = allPorts || s.Port == 0
+	}
+	var rules [][]expr.Any
+	if withPort {
+		rules = append(rules, append(append(append([]expr.Any{}, prefix...), dispatchKey(true)...), vmap(reg1, port)))
+	}
+	if allPorts {
+		rules = append(rules, append(append(append([]expr.Any{}, prefix...), dispatchKey(false)...), vmap(reg1, all)))
+	}
+	return rules
 }
 
 // dnatRules are "dnat ip to ct mark map @dnat_port" and "... @dnat_addr":
@@ -250,9 +278,9 @@ func natService(t *table, s *ServiceState) {
 	name := svcName(s)
 	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true, Interval: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeMark})
-	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeMark})
-	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeMark, Counter: true})
-	newConns := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeMark, Counter: true})
+	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian})
+	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
+	newConns := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
 	for _, sl := range s.Slots {
 		addSlot(t, sched, sl, keyMark(s.Reals[sl.Real].Mark))
 	}
@@ -266,7 +294,7 @@ func natService(t *table, s *ServiceState) {
 		if r.MaxConns > 0 {
 			if limits == nil {
 				limits = t.addSet(nftables.Set{Name: name + "-limits", IsMap: true,
-					KeyType: nftables.TypeMark, DataType: nftables.TypeVerdict})
+					KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict})
 			}
 			t.add(limits, nftables.SetElement{Key: keyMark(r.Mark),
 				VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: limitChain(r.Mark)}})
@@ -385,10 +413,9 @@ func buildDR(svcs []*ServiceState) *table {
 			devices[s.Interface] = true
 			t.addChain(nftables.Chain{Name: "ingress-" + s.Interface, Type: nftables.ChainTypeFilter,
 				Hooknum: nftables.ChainHookIngress, Priority: nftables.ChainPriorityFilter, Device: s.Interface},
-				append(append(isIPv4(), dispatchKey(true)...), vmap(reg1, "dr_port")),
-				append(append(isIPv4(), dispatchKey(false)...), vmap(reg1, "dr_all")))
+				dispatchRules(svcs, isIPv4(), "dr_port", "dr_all")...)
 		}
-		to := &expr.Verdict{Kind: expr.VerdictJump, Chain: svcName(s)}
+		to := &expr.Verdict{Kind: expr.VerdictGoto, Chain: svcName(s)}
 		key := keyDispatch(s.VIP, s.Proto, s.Port)
 		if s.Port != 0 {
 			t.add(drPort, nftables.SetElement{Key: key, VerdictData: to})
@@ -424,7 +451,7 @@ func drService(t *table, s *ServiceState) {
 	name := svcName(s)
 	flows := t.addSet(nftables.Set{Name: name + "-flows", IsMap: true, Concatenation: true,
 		KeyType: typeAddrPort, DataType: nftables.TypeEtherAddr, Dynamic: true,
-		HasTimeout: true, Timeout: s.FlowTimeout, Size: 262144})
+		HasTimeout: true, Timeout: s.FlowTimeout, Size: flowMapSize})
 	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true, Interval: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeEtherAddr})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeEtherAddr})
@@ -447,38 +474,66 @@ func drService(t *table, s *ServiceState) {
 	flowKey := []expr.Any{loadIPSaddr(reg1), loadSport(sub(reg1, 1))}
 	send := []expr.Any{etherWrite(reg2, 0), lbMAC, etherWrite(reg4, 6)}
 	out := append(dupToDevice(s.IfIndex, reg4), verdict(expr.VerdictDrop))
+	rule := func(parts ...[]expr.Any) []expr.Any {
+		var r []expr.Any
+		for _, p := range parts {
+			r = append(r, p...)
+		}
+		return r
+	}
+	known := []expr.Any{mapTo(reg1, flows.def.Name, reg2)}
+	count := []expr.Any{inSet(reg2, traffic.def.Name)}
 
-	known := append(append([]expr.Any{}, flowKey...), mapTo(reg1, flows.def.Name, reg2))
-	known = append(append(known, send...), update(flows.def.Name, reg1, reg2, s.FlowTimeout), inSet(reg2, traffic.def.Name))
-	known = append(known, out...)
+	var rules [][]expr.Any
+	if s.Proto == "tcp" {
+		// A closed connection's flow is kept only briefly, so connection
+		// churn cannot fill the flow map: a FIN or RST puts the flow in
+		// "closing" and cuts its timeout, and a closing flow's packets
+		// no longer refresh it.
+		closing := t.addSet(nftables.Set{Name: name + "-closing", Concatenation: true, KeyType: typeAddrPort,
+			Dynamic: true, HasTimeout: true, Timeout: closingTimeout, Size: flowMapSize})
+		const fin, rst = 0x01, 0x04
+		finOrRst := []expr.Any{
+			&expr.Payload{DestRegister: reg3, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: reg3, DestRegister: reg3, Len: 1, Mask: []byte{fin | rst}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg3, Data: []byte{0}},
+		}
+		rules = append(rules,
+			rule(flowKey, []expr.Any{inSet(reg1, closing.def.Name)}, known, send, count, out),
+			rule(flowKey, finOrRst, known, []expr.Any{
+				update(closing.def.Name, reg1, 0, closingTimeout),
+				update(flows.def.Name, reg1, reg2, closingTimeout)}, send, count, out))
+	}
+	rules = append(rules, rule(flowKey, known, []expr.Any{update(flows.def.Name, reg1, reg2, s.FlowTimeout)}, send, count, out))
 
-	// commit expects the server's MAC in reg 2 and, with persistence, the
-	// client's masked address in reg 3.
-	commit := append(append([]expr.Any{}, send...), flowKey...)
-	commit = append(commit, update(flows.def.Name, reg1, reg2, s.FlowTimeout))
+	// commit sends a new flow: it expects the server's MAC in reg 2 and,
+	// with persistence, the client's masked address in reg 3.
+	remember := rule(flowKey, []expr.Any{update(flows.def.Name, reg1, reg2, s.FlowTimeout)})
 	var persistKey []expr.Any
 	if s.Persist > 0 {
 		t.addSet(nftables.Set{Name: name + "-persist", IsMap: true, KeyType: nftables.TypeIPAddr,
 			DataType: nftables.TypeEtherAddr, Dynamic: true, HasTimeout: true, Timeout: s.Persist, Size: 65535})
 		persistKey = []expr.Any{loadIPSaddr(reg3), maskPrefix(reg3, s.PersistPrefix)}
-		commit = append(commit, update(name+"-persist", reg3, reg2, s.Persist))
+		remember = append(remember, update(name+"-persist", reg3, reg2, s.Persist))
 	}
-	commit = append(commit, inSet(reg2, traffic.def.Name), inSet(reg2, newFlows.def.Name))
-	commit = append(commit, out...)
-
-	rules := [][]expr.Any{known}
+	counted := append(append([]expr.Any{}, count...), inSet(reg2, newFlows.def.Name))
 	if s.Persist > 0 {
-		hit := append(append([]expr.Any{}, persistKey...), mapTo(reg3, name+"-persist", reg2), inSet(reg2, ok.def.Name))
-		rules = append(rules, append(hit, commit...))
+		hit := rule(persistKey, []expr.Any{mapTo(reg3, name+"-persist", reg2), inSet(reg2, ok.def.Name)})
+		rules = append(rules, rule(hit, send, remember, counted, out))
 	}
 	var pick []expr.Any
 	if s.Scheduler == SourceHash {
 		pick = []expr.Any{loadIPSaddr(reg1), jhash(reg1, reg1, 4, seed(s.Name))}
 	} else {
-		pick = append(append([]expr.Any{}, flowKey...), jhash(reg1, reg1, 8, seed(s.Name)))
+		pick = rule(flowKey, []expr.Any{jhash(reg1, reg1, 8, seed(s.Name))})
 	}
-	pick = append(pick, hton(reg1), mapTo(reg1, sched.def.Name, reg2))
-	pick = append(append(pick, persistKey...), commit...)
-	rules = append(rules, pick, []expr.Any{counter(), verdict(expr.VerdictDrop)})
+	pick = rule(pick, []expr.Any{hton(reg1), mapTo(reg1, sched.def.Name, reg2)}, persistKey)
+	rules = append(rules,
+		rule(pick, send, remember, counted, out),
+		// With the flow or persistence map full, the update above fails
+		// and so does its rule: the flow is still sent by its hash, which
+		// keeps it on its server while the scheduler map stands.
+		rule(pick, send, counted, out),
+		[]expr.Any{counter(), verdict(expr.VerdictDrop)})
 	t.addChain(nftables.Chain{Name: name}, rules...)
 }

@@ -177,9 +177,22 @@ func TestBuildDR(t *testing.T) {
 			t.Errorf("rule %d does not rewrite the source MAC: %v", i, types)
 		}
 	}
-	pick := strings.Join(exprsOf(c.rules[1]), " ")
-	if !strings.Contains(pick, "Hash Byteorder Lookup") {
-		t.Errorf("scheduling rule %s lacks hash → hton → lookup", pick)
+	var picks []string
+	for _, r := range c.rules {
+		if types := strings.Join(exprsOf(r), " "); strings.Contains(types, "Hash") {
+			picks = append(picks, types)
+		}
+	}
+	if len(picks) != 2 {
+		t.Fatalf("%d scheduling rules, want 2 (with flow updates, and without for a full flow map)", len(picks))
+	}
+	for _, p := range picks {
+		if !strings.Contains(p, "Hash Byteorder Lookup") {
+			t.Errorf("scheduling rule %s lacks hash → hton → lookup", p)
+		}
+	}
+	if !strings.Contains(picks[0], "Dynset") || strings.Contains(picks[1], "Dynset") {
+		t.Errorf("the fallback must follow the rule that remembers the flow: %q", picks)
 	}
 }
 
