@@ -500,7 +500,7 @@ func drService(t *table, s *ServiceState) {
 		}
 		rules = append(rules,
 			rule(flowKey, []expr.Any{inSet(reg1, closing.def.Name)}, known, send, count, out),
-			rule(flowKey, finOrRst, known, []expr.Any{
+			rule(finOrRst, flowKey, known, []expr.Any{
 				update(closing.def.Name, reg1, 0, closingTimeout),
 				update(flows.def.Name, reg1, reg2, closingTimeout)}, send, count, out))
 	}
