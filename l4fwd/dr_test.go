@@ -19,7 +19,7 @@ import (
 func drTopology(t *testing.T) (client, lb string, rs []string) {
 	t.Helper()
 	needRoot(t)
-	removeStale(t)
+	removeStale()
 	sw := addNS(t, prefix+"dsw")
 	ip(t, "-n", sw, "link", "add", prefix+"br", "type", "bridge")
 	ip(t, "-n", sw, "link", "set", prefix+"br", "up")

@@ -19,7 +19,7 @@ import (
 func natTopology(t *testing.T) (client, lb string, rs []string) {
 	t.Helper()
 	needRoot(t)
-	removeStale(t)
+	removeStale()
 	client, lb = addNS(t, prefix+"nc"), addNS(t, prefix+"nlb")
 	ip(t, "link", "add", prefix+"c", "netns", client, "type", "veth", "peer", "name", prefix+"lc", "netns", lb)
 	for i := 2; i <= 20; i++ {

@@ -432,8 +432,12 @@ func buildDR(svcs []*ServiceState) *table {
 //	map d3-flows { typeof ip saddr . th sport : ether daddr; flags dynamic,timeout; timeout FLOW }
 //	map d3-persist { typeof ip saddr : ether daddr; flags dynamic,timeout; timeout T }
 //	map d3-sched { typeof jhash ... mod 1000 : ether daddr; flags interval }
+//	set d3-closing { typeof ip saddr . th sport; flags dynamic,timeout; timeout 10s }  # tcp
 //	set d3-ok, d3-traffic (counter), d3-new (counter) { type ether_addr }
 //	chain d3 {
+//		# tcp: a closing flow is sent without refreshing it; a FIN or RST starts the close
+//		ip saddr . th sport @d3-closing ether daddr set ip saddr . th sport map @d3-flows ... dup to DEV drop
+//		tcp flags & (fin|rst) != 0 ... update @d3-closing {...} update @d3-flows { ... timeout 10s } ... drop
 //		# a known flow keeps its server, drained or not
 //		ether daddr set ip saddr . th sport map @d3-flows ether saddr set LBMAC
 //			update @d3-flows {...} ether daddr @d3-traffic dup to DEV drop
@@ -441,6 +445,7 @@ func buildDR(svcs []*ServiceState) *table {
 //		ip saddr & MASK map @d3-persist @d3-ok ... (commit)
 //		# otherwise the flow's hash picks by weight
 //		jhash ip saddr . th sport mod 1000 map @d3-sched ... (commit)
+//		jhash ... (commit without the map updates: a full flow map)
 //		counter drop    # no server
 //	}
 //
