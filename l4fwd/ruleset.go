@@ -149,7 +149,7 @@ func buildNAT(svcs []*ServiceState) *table {
 	t := &table{family: nftables.TableFamilyIPv4}
 	t.addChain(nftables.Chain{Name: "prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle},
-		dispatchRules(svcs, nil, "nat_port", "nat_all")...)
+		dispatchRules(svcs, ctOriginal(), "nat_port", "nat_all")...)
 	t.addChain(nftables.Chain{Name: "nat_prerouting", Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest},
 		dnatRules()...)
@@ -227,6 +227,16 @@ func dispatchRules(svcs []*ServiceState, prefix []expr.Any, port, all string) []
 		rules = append(rules, append(append(append([]expr.Any{}, prefix...), dispatchKey(false)...), vmap(reg1, all)))
 	}
 	return rules
+}
+
+// ctOriginal is "ct direction original": [ ct load direction => reg 1 ]
+// [ cmp eq reg 1 0x00 ]. Replies from the real servers are half of a NAT
+// balancer's packets; this sends them past the dispatch lookup.
+func ctOriginal() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}}, // IP_CT_DIR_ORIGINAL,
+	}
 }
 
 // dnatRules are "dnat ip to ct mark map @dnat_port" and "... @dnat_addr":

@@ -12,7 +12,7 @@
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
 #
 # Two topologies, as the modes need (namespaces and interfaces named l4t-b*):
-#   NAT: l4t-bnc 10.81.1.2 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
+#   NAT: l4t-bnc 10.81.1.2-4 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
 #        the LB is the real servers' gateway; "nat-direct" is the client to 10.81.2.11, routed by
 #        the same LB with no rules; HAProxy listens on 10.81.1.1:8080 in l4t-bnlb.
 #   DR:  l4t-bdc 10.82.0.50, l4t-bdlb 10.82.0.1 (VIP 10.82.0.100), l4t-bdr1/2 10.82.0.11/12 (VIP on lo)
@@ -62,8 +62,15 @@ addns() { ip netns add "$1"; ip -n "$1" link set lo up; }
 addns l4t-bnc; addns l4t-bnlb
 ip link add l4t-c netns l4t-bnc type veth peer name l4t-lc netns l4t-bnlb
 ip -n l4t-bnc addr add 10.81.1.2/24 dev l4t-c
+ip -n l4t-bnc addr add 10.81.1.3/24 dev l4t-c
+ip -n l4t-bnc addr add 10.81.1.4/24 dev l4t-c
 ip -n l4t-bnc link set l4t-c up
 ip -n l4t-bnc route add default via 10.81.1.1
+# Each target gets a client address of its own (.2 the VIP, .3 direct, .4 HAProxy): the real
+# servers then never see one target's connections land on another's TIME_WAIT sockets, whose
+# timestamps (offset per destination) would make them refuse the SYN for a second.
+ip -n l4t-bnc route add 10.81.2.11/32 via 10.81.1.1 src 10.81.1.3
+ip -n l4t-bnc route replace 10.81.1.1/32 dev l4t-c src 10.81.1.4
 ip -n l4t-bnlb addr add 10.81.1.1/24 dev l4t-lc
 ip -n l4t-bnlb addr add 10.81.1.100/32 dev l4t-lc
 ip -n l4t-bnlb link set l4t-lc up
