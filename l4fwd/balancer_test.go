@@ -3,7 +3,10 @@ package l4fwd
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -202,4 +205,58 @@ func TestReloadRefusedByKernel(t *testing.T) {
 	if got := k.eligible(); !got[1] {
 		t.Error("the next commit lost r2: it must follow the configuration in force")
 	}
+}
+
+// TestStatusEndpoint reads /status, /metrics and the -status command's
+// output from a balancer with counters.
+func TestStatusEndpoint(t *testing.T) {
+	k := &countingKernel{fakeKernel: &fakeKernel{}}
+	b := newTestBalancer(t, k, nil)
+	cfg, err := ParseConfig("t.conf", timedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Load(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(b.Handler())
+	defer srv.Close()
+
+	var out strings.Builder
+	if err := printStatus(t.Context(), strings.TrimPrefix(srv.URL, "http://"), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"service web tcp 192.0.2.10:80 (nat)",
+		"10.0.2.11:80 active weight 1 share 50.0% packets 10 bytes 1000 new 2"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`sluice_l4_real_packets_total{real="10.0.2.12:80",service="web"} 20`,
+		`sluice_l4_real_new_connections_total{real="10.0.2.11:80",service="web"} 2`,
+		`sluice_l4_commits_total 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// countingKernel reports made-up counters: server j has 10×(j+1) packets.
+type countingKernel struct{ *fakeKernel }
+
+func (k *countingKernel) Counters(d *Desired) ([][]Counters, error) {
+	out := make([][]Counters, len(d.Services))
+	for i, s := range d.Services {
+		for j := range s.Reals {
+			n := uint64(10 * (j + 1))
+			out[i] = append(out[i], Counters{Packets: n, Bytes: 100 * n, NewConns: uint64(2 * (j + 1))})
+		}
+	}
+	return out, nil
 }
