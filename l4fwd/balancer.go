@@ -29,8 +29,12 @@ type Balancer struct {
 	net    Network
 	// newChecker makes the checker a service's health config asks for.
 	newChecker func(HealthConfig) health.Checker
-	// sysctl writes a kernel setting of this network namespace.
-	sysctl func(name, value string) error
+	// sysctl writes a kernel setting of this network namespace and
+	// returns its previous value.
+	sysctl func(name, value string) (string, error)
+	// loose is nf_conntrack_tcp_loose as it was before synproxy needed it
+	// off; empty while l4fwd has not changed it.
+	loose string
 
 	backends *pool.Registry
 
@@ -72,9 +76,37 @@ func NewBalancer(log *zap.Logger, k Kernel, n Network) *Balancer {
 }
 
 // writeSysctl sets /proc/sys/<name> (dots for slashes), as
-// `sysctl -w name=value` does.
-func writeSysctl(name, value string) error {
-	return os.WriteFile("/proc/sys/"+strings.ReplaceAll(name, ".", "/"), []byte(value), 0o644)
+// `sysctl -w name=value` does, and returns the value it replaced.
+func writeSysctl(name, value string) (string, error) {
+	path := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(old)), os.WriteFile(path, []byte(value), 0o644)
+}
+
+const looseSysctl = "net.netfilter.nf_conntrack_tcp_loose"
+
+func usesSynProxy(cfg *Config) bool {
+	for _, s := range cfg.Services {
+		if s.SynProxy {
+			return true
+		}
+	}
+	return false
+}
+
+// restoreLoose gives nf_conntrack_tcp_loose back the value it had before
+// synproxy needed it off. b.mu must be held.
+func (b *Balancer) restoreLoose() {
+	if b.loose == "" {
+		return
+	}
+	if _, err := b.sysctl(looseSysctl, b.loose); err != nil {
+		b.log.Warn("restore "+looseSysctl, zap.Error(err))
+	}
+	b.loose = ""
 }
 
 // Load puts cfg in force: it checks cfg against the host, commits the
@@ -142,15 +174,17 @@ func (b *Balancer) Load(ctx context.Context, cfg *Config) error {
 		}
 		next = append(next, l)
 	}
-	for _, s := range cfg.Services {
-		if s.SynProxy {
-			// synproxy must see the client's ACK as invalid to check its
-			// cookie: conntrack may not pick up connections mid-stream.
-			if err := b.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0"); err != nil {
-				rollback()
-				return &ConfigError{cfg.File, s.Line, fmt.Sprintf("synproxy needs net.netfilter.nf_conntrack_tcp_loose=0: %v", err)}
-			}
-			break
+	synproxy := usesSynProxy(cfg)
+	if synproxy {
+		// synproxy must see the client's ACK as invalid to check its
+		// cookie: conntrack may not pick up connections mid-stream.
+		old, err := b.sysctl(looseSysctl, "0")
+		if err != nil {
+			rollback()
+			return fmt.Errorf("%s: synproxy needs %s=0: %w", cfg.File, looseSysctl, err)
+		}
+		if b.loose == "" {
+			b.loose = old
 		}
 	}
 	d := b.build(cfg, next)
@@ -159,10 +193,16 @@ func (b *Balancer) Load(ctx context.Context, cfg *Config) error {
 		b.failures++
 		b.lastErr = err.Error()
 		rollback()
+		if b.cfg == nil || !usesSynProxy(b.cfg) {
+			b.restoreLoose()
+		}
 		return err
 	}
 	b.commits++
 	b.lastErr = ""
+	if !synproxy {
+		b.restoreLoose()
+	}
 	b.log.Info("configuration in force", zap.String("file", cfg.File), zap.Int("services", len(cfg.Services)),
 		zap.Int("kernel_changes", len(changes)))
 
@@ -366,6 +406,7 @@ func (b *Balancer) Close() error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.restoreLoose()
 	return b.kernel.Remove()
 }
 

@@ -10,6 +10,7 @@
 #
 # Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
+#   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch)
 #
 # Two topologies, as the modes need (namespaces and interfaces named l4t-b*):
 #   NAT: l4t-bnc 10.81.1.2-4 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
@@ -123,6 +124,7 @@ service web {
 	real 10.81.2.12
 }
 EOF
+sed 's/mode nat/mode nat\n\tsynproxy/' "$OUT/nat.conf" > "$OUT/synproxy.conf"
 cat > "$OUT/dr.conf" <<EOF
 service web {
 	vip 10.82.0.100
@@ -155,7 +157,7 @@ client() { case $1 in dr*) echo l4t-bdc ;; *) echo l4t-bnc ;; esac; }
 url() {
   case $1 in
     nat-direct) echo http://10.81.2.11/ ;;
-    nat) echo http://10.81.1.100/ ;;
+    nat|nat-synproxy) echo http://10.81.1.100/ ;;
     haproxy) echo http://10.81.1.1:8080/ ;;
     dr-direct) echo http://10.82.0.11/ ;;
     dr) echo http://10.82.0.100/ ;;
@@ -165,6 +167,7 @@ SERVER=
 setup() {
   case $1 in
     nat) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    nat-synproxy) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     dr) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     haproxy) $NS l4t-bnlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
     *) SERVER= ;;
@@ -178,6 +181,7 @@ setup() {
 }
 teardown() {
   if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; fi
+  $NS l4t-bnlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
 }
 
 echo -e "round\ttarget\tmode\trps" > "$RAW"
@@ -205,7 +209,7 @@ for t in dict.fromkeys(r["target"] for r in rows):
     for m in ("keepalive", "close"):
         v = [float(r["rps"]) for r in rows if r["target"] == t and r["mode"] == m and r["rps"]]
         med[t, m] = statistics.median(v) if v else float("nan")
-base = {"nat": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct"}
+base = {"nat": "nat-direct", "nat-synproxy": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct"}
 print("\n| target | keep-alive req/s | × direct | × HAProxy | new conn/request req/s | × direct | × HAProxy |")
 print("|---|---|---|---|---|---|---|")
 for t in dict.fromkeys(r["target"] for r in rows):
