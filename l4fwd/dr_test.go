@@ -127,10 +127,36 @@ func TestDR(t *testing.T) {
 		}
 	})
 
+	t.Run("one-arm NAT beside DR", func(t *testing.T) {
+		// The same segment, a NAT service on another port: without SNAT
+		// the servers would answer the client directly from their own
+		// address, and the client would reset the connection.
+		sysctl(t, lb, "net.ipv4.ip_forward=1")
+		d.reload(t, fmt.Sprintf(drService, 1, "active", 1, "active")+`
+service onearm {
+	vip 10.79.0.100
+	port 8080
+	snat masquerade
+	real 10.79.0.11:80
+	real 10.79.0.12:80
+}
+`)
+		waitFor(t, 5*time.Second, "the NAT service", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == 2 })
+		counts := requests(t, client, "http://10.79.0.100:8080/", 40)
+		if counts["error"] > 0 || counts["r1"] == 0 || counts["r2"] == 0 {
+			t.Errorf("one-arm NAT with snat went %v, want all answered by both servers", counts)
+		}
+		if counts := requests(t, client, url, 20); counts["error"] > 0 {
+			t.Errorf("DR beside it: %v", counts)
+		}
+	})
+
 	t.Run("exit removes the table", func(t *testing.T) {
 		d.stop()
-		if tableExists(t, k, nftables.TableFamilyNetdev, "l4fwd") {
-			t.Error("table netdev l4fwd still there after l4fwd exited")
+		for _, fam := range []nftables.TableFamily{nftables.TableFamilyNetdev, nftables.TableFamilyIPv4} {
+			if tableExists(t, k, fam, "l4fwd") {
+				t.Errorf("table l4fwd (family %d) still there after l4fwd exited", fam)
+			}
 		}
 	})
 }
