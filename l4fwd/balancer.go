@@ -62,6 +62,7 @@ type live struct {
 	monitor  *health.Monitor // nil with health none
 	changed  atomic.Bool     // a health verdict changed since the last round
 	dev      Device          // DR only
+	full     []bool          // parallel to cfg.Reals: reached max_conns, not yet below min_conns
 }
 
 // NewBalancer returns a Balancer with nothing loaded.
@@ -138,7 +139,7 @@ func (b *Balancer) Load(ctx context.Context, cfg *Config) error {
 		}
 	}
 	for _, s := range cfg.Services {
-		l := &live{cfg: s, id: ids.service(s.Name)}
+		l := &live{cfg: s, id: ids.service(s.Name), full: make([]bool, len(s.Reals))}
 		var members []pool.Member
 		for _, r := range s.Reals {
 			be := b.backends.Acquire(r.Target(s))
@@ -269,6 +270,9 @@ func (b *Balancer) build(cfg *Config, services []*live) *Desired {
 					rs.State, weights[i] = pool.Down, 0
 				}
 			}
+			if l.full[i] {
+				rs.Full, weights[i] = true, 0
+			}
 			rs.Eligible = weights[i] > 0
 			s.Reals = append(s.Reals, rs)
 		}
@@ -308,8 +312,8 @@ func (b *Balancer) reconcile(why string) {
 func (b *Balancer) startHealth(ctx context.Context, l *live, loops *sync.WaitGroup) {
 	hc := l.cfg.Health
 	checker := b.newChecker(hc)
-	if checker == nil && l.cfg.Mode != DR {
-		return // nothing to check, no MAC to follow
+	if checker == nil && l.cfg.Mode != DR && !hasMinConns(l.cfg) {
+		return // nothing to check, no MAC to follow, no connections to count
 	}
 	if checker != nil {
 		l.monitor = health.NewMonitor(health.Settings{Interval: hc.Interval, Timeout: hc.Timeout,
@@ -367,9 +371,54 @@ func (b *Balancer) round(ctx context.Context, l *live) {
 		}
 		b.mu.Unlock()
 	}
+	if hasMinConns(l.cfg) && b.countConns(l) {
+		moved = true
+	}
 	if l.changed.Swap(false) || moved {
 		b.reconcile("health of service " + l.cfg.Name)
 	}
+}
+
+func hasMinConns(s *Service) bool {
+	for _, r := range s.Reals {
+		if r.MinConns > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// countConns follows the open connections of l's servers with min_conns,
+// as IPVS's thresholds do: a server that reached max_conns leaves the
+// scheduler until fewer than min_conns remain. It reports a change.
+func (b *Balancer) countConns(l *live) bool {
+	counts, err := b.net.Connections()
+	if err != nil {
+		b.log.Warn("count connections for min_conns", zap.String("service", l.cfg.Name), zap.Error(err))
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	changed := false
+	for i, r := range l.cfg.Reals {
+		if r.MinConns == 0 {
+			continue
+		}
+		open := counts[markOf(l.id, l.realIDs[i])]
+		full := l.full[i]
+		switch {
+		case !full && open >= r.MaxConns:
+			full = true
+		case full && open < r.MinConns:
+			full = false
+		}
+		if full != l.full[i] {
+			l.full[i], changed = full, true
+			b.log.Info("real server full: out of the scheduler until below min_conns", zap.String("service", l.cfg.Name),
+				zap.String("real", r.Target(l.cfg)), zap.Bool("full", full), zap.Int("open", open))
+		}
+	}
+	return changed
 }
 
 func (b *Balancer) healthChanged(l *live, c health.Change) {

@@ -72,6 +72,7 @@ func (fakeNet) Route(netip.Addr) (Route, error) { return Route{Device: "eth0"}, 
 func (fakeNet) Device(string) (Device, error) {
 	return Device{Index: 2, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, nil
 }
+func (fakeNet) Connections() (map[uint32]int, error) { return nil, nil }
 func (fakeNet) Neighbor(_ int, a netip.Addr) (net.HardwareAddr, error) {
 	b := a.As4()
 	return net.HardwareAddr{2, 0, b[0], b[1], b[2], b[3]}, nil

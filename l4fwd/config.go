@@ -125,6 +125,11 @@ type Real struct {
 	// kernel (connlimit); a new connection over the cap is dropped, and its
 	// retransmitted SYN is scheduled anew. 0: no cap.
 	MaxConns int
+	// MinConns (NAT only, with MaxConns) is the lower threshold of IPVS:
+	// a server found full (MaxConns open) leaves the scheduler, so new
+	// connections go elsewhere rather than being dropped, until fewer than
+	// MinConns remain open. 0: the kernel's cap alone.
+	MinConns int
 	// State is Active, Standby, Draining or Offline as configured.
 	State pool.State
 	Line  int
@@ -480,6 +485,8 @@ func (p *parser) real(d directive) *Real {
 			r.Weight = p.number(o.line, "weight", o.value, 1, maxWeight)
 		case "max_conns":
 			r.MaxConns = p.number(o.line, "max_conns", o.value, 1, 1<<24)
+		case "min_conns":
+			r.MinConns = p.number(o.line, "min_conns", o.value, 1, 1<<24)
 		case "state":
 			switch o.value {
 			case "active":
@@ -494,7 +501,7 @@ func (p *parser) real(d directive) *Real {
 				p.fail(o.line, "state %q: want active, standby, drain or offline", o.value)
 			}
 		default:
-			p.fail(o.line, "unknown real server option %q (want weight, max_conns or state)", o.name)
+			p.fail(o.line, "unknown real server option %q (want weight, max_conns, min_conns or state)", o.name)
 		}
 	}
 	if p.err != nil {
@@ -564,6 +571,8 @@ func (p *parser) checkService(s *Service, modeLine, portLine int, seen map[strin
 			p.fail(r.Line, "real %s: service %s serves every port, so its real servers take no port", r.Addr, s.Name)
 		case r.MaxConns > 0 && s.Mode == DR:
 			p.fail(r.Line, "real %s: max_conns needs conntrack, which dr (netdev ingress) does not have", r.Addr)
+		case r.MinConns > 0 && r.MinConns >= r.MaxConns:
+			p.fail(r.Line, "real %s: min_conns %d needs a larger max_conns (the server returns below min_conns after reaching max_conns)", r.Addr, r.MinConns)
 		}
 		key := netip.AddrPortFrom(r.Addr, r.Port).String()
 		if prev, dup := targets[key]; dup {

@@ -31,7 +31,7 @@ service web {
 	timeout 500ms
 	rise 3
 	fall 2
-	real 10.0.2.11:8080 weight 3 max_conns 100
+	real 10.0.2.11:8080 weight 3 max_conns 100 min_conns 80
 	real 10.0.2.12 {
 		weight 1
 		state standby
@@ -66,7 +66,7 @@ func TestParseConfig(t *testing.T) {
 		Health: HealthConfig{Kind: "http", Path: "/healthz", Status: []health.StatusRange{{Min: 200, Max: 299}},
 			Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 3, Fall: 2},
 		Reals: []*Real{
-			{Addr: netip.MustParseAddr("10.0.2.11"), Port: 8080, Weight: 3, MaxConns: 100, Line: 20},
+			{Addr: netip.MustParseAddr("10.0.2.11"), Port: 8080, Weight: 3, MaxConns: 100, MinConns: 80, Line: 20},
 			{Addr: netip.MustParseAddr("10.0.2.12"), Weight: 1, State: pool.Standby, Line: 21},
 		}}
 	if !reflect.DeepEqual(web, want) {
@@ -142,6 +142,7 @@ func TestConfigErrors(t *testing.T) {
 		{"dr without interface", svc("\tmode dr\n"), "l4.conf:4: service web: mode dr needs interface"},
 		{"dr synproxy", svc("\tmode dr\n\tinterface eth0\n\tsynproxy\n"), "l4.conf:6: service web: synproxy needs conntrack"},
 		{"dr max_conns", svc("\tmode dr\n\tinterface eth0\n\treal 10.0.2.12 max_conns 5\n"), "l4.conf:6: real 10.0.2.12: max_conns needs conntrack"},
+		{"min without max", svc("\treal 10.0.2.12 min_conns 5\n"), "l4.conf:4: real 10.0.2.12: min_conns 5 needs a larger max_conns"},
 		{"dr port rewrite", svc("\tmode dr\n\tinterface eth0\n\treal 10.0.2.12:8080\n"), "dr cannot change the port"},
 		{"nat interface", svc("\tinterface eth0\n"), "interface is for mode dr"},
 		{"udp synproxy", svc("\tprotocol udp\n\thealth none\n\tsynproxy\n"), "synproxy needs protocol tcp"},

@@ -73,6 +73,9 @@ func (cfg *Config) Format() string {
 			if r.MaxConns > 0 {
 				opts += fmt.Sprintf(" max_conns %d", r.MaxConns)
 			}
+			if r.MinConns > 0 {
+				opts += fmt.Sprintf(" min_conns %d", r.MinConns)
+			}
 			line("real %s %s state %s", addr, opts, configState(r.State))
 		}
 		b.WriteString("}\n")

@@ -3,6 +3,7 @@ package l4fwd_test
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,6 +233,32 @@ service plain {
 		if counts := requestsWithin(t, client, vip, 20, 10*time.Second)[""]; counts["r2"] != 20 {
 			t.Errorf("with r1 at max_conns 1, new connections went %v, want all 20 to r2", counts)
 		}
+	})
+
+	t.Run("min_conns", func(t *testing.T) {
+		thresholds := func(r2 string) string {
+			return strings.Replace(natConfig(1, "active", 1, r2), "10.78.2.11 weight 1", "10.78.2.11 weight 1 max_conns 2 min_conns 1", 1)
+		}
+		d.reload(t, thresholds("offline"))
+		waitFor(t, 5*time.Second, "r2 offline", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1}) })
+		var holds []*proc
+		for range 2 {
+			h := start(top, client, "hold", vip)
+			if name, _ := h.ask(t); name != "r1" {
+				t.Fatalf("the only eligible server is r1, a held connection went to %q", name)
+			}
+			holds = append(holds, h)
+		}
+		d.reload(t, thresholds("active"))
+		// r1 holds max_conns: the daemon's next count takes it out.
+		waitFor(t, 5*time.Second, "r1 to leave the scheduler when full", func() bool { return slices.Equal(members(k, "s1-ok"), []int{2}) })
+		if counts := requests(t, client, vip, 10); counts["r2"] != 10 {
+			t.Errorf("with r1 full, new connections went %v, want all 10 to r2 and none dropped", counts)
+		}
+		for _, h := range holds {
+			h.stop()
+		}
+		waitFor(t, 5*time.Second, "r1 to return below min_conns", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1, 2}) })
 	})
 
 	t.Run("synproxy", func(t *testing.T) {

@@ -19,6 +19,8 @@ type Network interface {
 	// Neighbor returns the MAC address of addr on device index dev, asking
 	// for it (ARP) when the kernel does not know it yet.
 	Neighbor(dev int, addr netip.Addr) (net.HardwareAddr, error)
+	// Connections counts the open connections conntrack holds, by ct mark.
+	Connections() (map[uint32]int, error)
 }
 
 // Route is how the host reaches an address.
@@ -43,7 +45,7 @@ type Host struct {
 
 // NewHost returns a Host for the current network namespace.
 func NewHost() (*Host, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return nil, fmt.Errorf("open rtnetlink socket: %w", err)
 	}
@@ -87,6 +89,27 @@ func (n *Host) Device(name string) (Device, error) {
 		return Device{}, err
 	}
 	return Device{Index: l.Attrs().Index, MAC: l.Attrs().HardwareAddr}, nil
+}
+
+// Connections dumps conntrack and counts its IPv4 entries by mark. Like
+// connlimit, it leaves out TCP connections already closed (TIME_WAIT,
+// CLOSE), which conntrack keeps a while longer.
+//
+// Equivalent to: conntrack -L -f ipv4 -o extended | count by mark=
+func (n *Host) Connections() (map[uint32]int, error) {
+	flows, err := n.h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("read conntrack: %w", err)
+	}
+	const timeWait, closed = 7, 8 // TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE
+	counts := map[uint32]int{}
+	for _, f := range flows {
+		if tcp, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP); ok && (tcp.State == timeWait || tcp.State == closed) {
+			continue
+		}
+		counts[f.Mark]++
+	}
+	return counts, nil
 }
 
 // usable neighbour states: the kernel has a MAC it believes, or believed

@@ -25,6 +25,7 @@ func (routes) Device(name string) (Device, error) {
 	return Device{Index: 2, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, nil
 }
 func (routes) Neighbor(int, netip.Addr) (net.HardwareAddr, error) { return nil, errNoARP }
+func (routes) Connections() (map[uint32]int, error)               { return nil, nil }
 
 func TestCheckNetwork(t *testing.T) {
 	host := routes{

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/google/nftables"
@@ -144,5 +145,20 @@ func newConnCounters(t *testing.T, c *nftables.Conn, fam nftables.TableFamily, s
 			out[i] = e.Counter.Packets
 		}
 	}
+	return out
+}
+
+// members lists the servers (numbered from 1) in a NAT service's set keyed
+// by ct mark, such as s1-ok, in ascending order.
+func members(c *nftables.Conn, set string) []int {
+	elems, err := c.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: "l4fwd", Family: nftables.TableFamilyIPv4}, Name: set})
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range elems {
+		out = append(out, int(binaryutil.NativeEndian.Uint32(e.Key)&0xffff))
+	}
+	slices.Sort(out)
 	return out
 }

@@ -35,6 +35,7 @@ type RealState struct {
 	Mark  uint32           // ct mark (NAT) naming this server in kernel maps
 	MAC   net.HardwareAddr // DR only
 	State pool.State       // effective: active, standby, draining, offline or down
+	Full  bool             // reached max_conns, not yet below min_conns
 	// Eligible servers take new connections (they hold scheduler slots).
 	Eligible bool
 }

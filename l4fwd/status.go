@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
 // Status is what the status endpoint and `l4fwd -status` report.
@@ -32,7 +34,7 @@ type ServiceStatus struct {
 // RealStatus is one real server's state and counters.
 type RealStatus struct {
 	Address string `json:"address"`
-	State   string `json:"state"` // active, standby, draining, offline or down
+	State   string `json:"state"` // active, standby, full, draining, offline or down
 	Weight  int    `json:"weight"`
 	// Share is the fraction of new connections the scheduler gives it now.
 	Share    float64 `json:"share"`
@@ -62,7 +64,11 @@ func (b *Balancer) Status() (Status, error) {
 			slotsOf[sl.Real] += sl.To - sl.From + 1
 		}
 		for j, r := range s.Reals {
-			rs := RealStatus{Address: r.Target(s.Service), State: r.State.String(), Weight: r.Weight,
+			state := r.State.String()
+			if r.Full && r.State == pool.Active {
+				state = "full"
+			}
+			rs := RealStatus{Address: r.Target(s.Service), State: state, Weight: r.Weight,
 				Share: float64(slotsOf[j]) / Modulus, Packets: counters[i][j].Packets,
 				Bytes: counters[i][j].Bytes, NewConns: counters[i][j].NewConns}
 			if r.MAC != nil {
