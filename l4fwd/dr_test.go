@@ -60,7 +60,6 @@ service web {
 // server keeps its established connections.
 func TestDR(t *testing.T) {
 	client, lb, rs := drTopology(t)
-	top := t
 	server(t, rs[0], "r1", ":80")
 	server(t, rs[1], "r2", ":80")
 	vip := netip.MustParsePrefix("10.79.0.100/32")
@@ -107,7 +106,7 @@ func TestDR(t *testing.T) {
 	})
 
 	t.Run("drain", func(t *testing.T) {
-		hold := start(top, client, "hold", url)
+		hold := start(t, client, "hold", url)
 		first, _ := hold.ask(t)
 		other := map[string]string{"r1": "r2", "r2": "r1"}[first]
 		if other == "" {

@@ -83,7 +83,7 @@ func share(t *testing.T, counts map[string]int, name string) float64 {
 // weights, health, persistence, drain, a refused reload and clean exit.
 func TestNAT(t *testing.T) {
 	client, lb, rs := natTopology(t)
-	top := t // processes that outlive a subtest start here
+	top := t // a process that outlives its subtest starts here
 	servers := []*proc{server(t, rs[0], "r1", ":80"), server(t, rs[1], "r2", ":80")}
 	replies := newProbe(t, lb, nftables.TableFamilyIPv4, "")
 	replies.count(t, true, netip.MustParsePrefix("10.78.2.0/24"))  // real servers → client
@@ -178,7 +178,7 @@ service plain {
 	t.Run("drain", func(t *testing.T) {
 		d.reload(t, natConfig(1, "active", 1, "active"))
 		waitFor(t, 5*time.Second, "reload", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == -1 })
-		hold := start(top, client, "hold", vip)
+		hold := start(t, client, "hold", vip)
 		first, _ := hold.ask(t)
 		if first != "r1" && first != "r2" {
 			t.Fatalf("held connection answered %q", first)
@@ -243,7 +243,7 @@ service plain {
 		waitFor(t, 5*time.Second, "r2 offline", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1}) })
 		var holds []*proc
 		for range 2 {
-			h := start(top, client, "hold", vip)
+			h := start(t, client, "hold", vip)
 			if name, _ := h.ask(t); name != "r1" {
 				t.Fatalf("the only eligible server is r1, a held connection went to %q", name)
 			}
