@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 # Debian packages the tests use, as "command:package" pairs. Installed only
 # when the command is missing.
-NEEDED=(keepalived:keepalived)
+NEEDED=("keepalived:keepalived" "ip:iproute2" "sysctl:procps")
 
 missing=()
 for pair in "${NEEDED[@]+"${NEEDED[@]}"}"; do

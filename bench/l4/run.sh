@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# L4 benchmark: wrk from a client namespace through l4fwd in NAT and DR
+# modes, HAProxy 2.6 (mode tcp) in the load balancer's namespace, and one
+# real server directly, in the same run: rounds interleaved, medians
+# reported. Two columns: keep-alive, and a new connection per request
+# ("Connection: close").
+#
+#   bash bench/l4/run.sh
+#   ROUNDS=5 DUR=10 bash bench/l4/run.sh
+#
+# Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
+#   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
+#   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch)
+#
+# Two topologies, as the modes need (namespaces and interfaces named l4t-b*):
+#   NAT: l4t-bnc 10.81.1.2-4 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
+#        the LB is the real servers' gateway; "nat-direct" is the client to 10.81.2.11, routed by
+#        the same LB with no rules; HAProxy listens on 10.81.1.1:8080 in l4t-bnlb.
+#   DR:  l4t-bdc 10.82.0.50, l4t-bdlb 10.82.0.1 (VIP 10.82.0.100), l4t-bdr1/2 10.82.0.11/12 (VIP on lo)
+#        on one bridge (l4t-bdsw); "dr-direct" is the client to 10.82.0.11 over the bridge.
+# Every process this script starts is stopped by PID, and its namespaces are deleted, on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ROUNDS=${ROUNDS:-3}
+DUR=${DUR:-10}
+CONNS=${CONNS:-8}
+THREADS=${THREADS:-2}
+TARGETS=${TARGETS:-"nat-direct nat haproxy dr-direct dr"}
+OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/sluice-l4.XXXXXX")}
+mkdir -p "$OUT"
+RAW=$OUT/raw.tsv
+echo "output dir: $OUT"
+
+[ "$(id -u)" = 0 ] || { echo "run as root: the benchmark builds network namespaces" >&2; exit 1; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v ip >/dev/null || missing+=(iproute2)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} from Debian"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+haproxy -v | sed -n 1p
+
+echo "building l4fwd and the backend"
+(cd "$ROOT" && go build -o "$OUT/l4fwd" ./cmd/l4fwd && go build -o "$OUT/backend" ./bench/l4/backend)
+
+NS="ip netns exec"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for ns in $(ip netns list | awk '{print $1}' | grep '^l4t-b' || true); do ip netns del "$ns"; done
+}
+trap cleanup EXIT
+cleanup # leftovers of a run that died
+
+# ------------------------------------------------------------------ topologies
+addns() { ip netns add "$1"; ip -n "$1" link set lo up; }
+
+addns l4t-bnc; addns l4t-bnlb
+ip link add l4t-c netns l4t-bnc type veth peer name l4t-lc netns l4t-bnlb
+ip -n l4t-bnc addr add 10.81.1.2/24 dev l4t-c
+ip -n l4t-bnc addr add 10.81.1.3/24 dev l4t-c
+ip -n l4t-bnc addr add 10.81.1.4/24 dev l4t-c
+ip -n l4t-bnc link set l4t-c up
+ip -n l4t-bnc route add default via 10.81.1.1
+# Each target gets a client address of its own (.2 the VIP, .3 direct, .4 HAProxy): the real
+# servers then never see one target's connections land on another's TIME_WAIT sockets, whose
+# timestamps (offset per destination) would make them refuse the SYN for a second.
+ip -n l4t-bnc route add 10.81.2.11/32 via 10.81.1.1 src 10.81.1.3
+ip -n l4t-bnc route replace 10.81.1.1/32 dev l4t-c src 10.81.1.4
+ip -n l4t-bnlb addr add 10.81.1.1/24 dev l4t-lc
+ip -n l4t-bnlb addr add 10.81.1.100/32 dev l4t-lc
+ip -n l4t-bnlb link set l4t-lc up
+ip -n l4t-bnlb link add l4t-br type bridge
+ip -n l4t-bnlb addr add 10.81.2.1/24 dev l4t-br
+ip -n l4t-bnlb link set l4t-br up
+$NS l4t-bnlb sysctl -qw net.ipv4.ip_forward=1
+for i in 1 2; do
+  addns l4t-bnr$i
+  ip link add l4t-e netns l4t-bnr$i type veth peer name l4t-p$i netns l4t-bnlb
+  ip -n l4t-bnlb link set l4t-p$i master l4t-br up
+  ip -n l4t-bnr$i addr add 10.81.2.1$i/24 dev l4t-e
+  ip -n l4t-bnr$i link set l4t-e up
+  ip -n l4t-bnr$i route add default via 10.81.2.1
+done
+
+addns l4t-bdsw
+ip -n l4t-bdsw link add l4t-br type bridge
+ip -n l4t-bdsw link set l4t-br up
+drnode() { # name address
+  addns "l4t-bd$1"
+  ip link add l4t-e netns "l4t-bd$1" type veth peer name "l4t-$1" netns l4t-bdsw
+  ip -n l4t-bdsw link set "l4t-$1" master l4t-br up
+  ip -n "l4t-bd$1" addr add "$2/24" dev l4t-e
+  ip -n "l4t-bd$1" link set l4t-e up
+}
+drnode c 10.82.0.50
+drnode lb 10.82.0.1
+ip -n l4t-bdlb addr add 10.82.0.100/32 dev l4t-e
+for i in 1 2; do
+  drnode r$i 10.82.0.1$i
+  ip -n l4t-bdr$i addr add 10.82.0.100/32 dev lo
+  $NS l4t-bdr$i sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+done
+# Without it, wrk's closed connections pile up in TIME_WAIT and connect() becomes the bottleneck.
+$NS l4t-bnc sysctl -qw net.ipv4.tcp_tw_reuse=1
+$NS l4t-bdc sysctl -qw net.ipv4.tcp_tw_reuse=1
+
+for i in 1 2; do
+  $NS l4t-bnr$i "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
+  $NS l4t-bdr$i "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
+done
+
+cat > "$OUT/nat.conf" <<EOF
+service web {
+	vip 10.81.1.100
+	port 80
+	mode nat
+	real 10.81.2.11
+	real 10.81.2.12
+}
+EOF
+sed 's/mode nat/mode nat\n\tsynproxy/' "$OUT/nat.conf" > "$OUT/synproxy.conf"
+cat > "$OUT/dr.conf" <<EOF
+service web {
+	vip 10.82.0.100
+	port 80
+	mode dr
+	interface l4t-e
+	real 10.82.0.11
+	real 10.82.0.12
+}
+EOF
+cat > "$OUT/haproxy.cfg" <<EOF
+global
+	maxconn 4000
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+frontend vip
+	bind 10.81.1.1:8080
+	default_backend reals
+backend reals
+	balance roundrobin
+	server r1 10.81.2.11:80
+	server r2 10.81.2.12:80
+EOF
+
+# ------------------------------------------------------------------ targets
+client() { case $1 in dr*) echo l4t-bdc ;; *) echo l4t-bnc ;; esac; }
+url() {
+  case $1 in
+    nat-direct) echo http://10.81.2.11/ ;;
+    nat|nat-synproxy) echo http://10.81.1.100/ ;;
+    haproxy) echo http://10.81.1.1:8080/ ;;
+    dr-direct) echo http://10.82.0.11/ ;;
+    dr) echo http://10.82.0.100/ ;;
+  esac
+}
+SERVER=
+setup() {
+  case $1 in
+    nat) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    nat-synproxy) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    dr) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    haproxy) $NS l4t-bnlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
+    *) SERVER= ;;
+  esac
+  [ -n "$SERVER" ] && PIDS+=("$SERVER")
+  for _ in $(seq 50); do # until the path answers
+    $NS "$(client "$1")" curl -s -m 1 -o /dev/null "$(url "$1")" && return 0
+    sleep 0.1
+  done
+  echo "$1 does not answer" >&2; exit 1
+}
+teardown() {
+  if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; fi
+  $NS l4t-bnlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
+}
+
+echo -e "round\ttarget\tmode\trps" > "$RAW"
+for round in $(seq "$ROUNDS"); do
+  for t in $TARGETS; do
+    setup "$t"
+    for mode in keepalive close; do
+      H=(); [ $mode = close ] && H=(-H 'Connection: close')
+      out=$($NS "$(client "$t")" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "${H[@]}" "$(url "$t")" 2>&1)
+      rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      errs=$(echo "$out" | grep -E 'Socket errors|Non-2xx' || true)
+      echo -e "$round\t$t\t$mode\t$rps" | tee -a "$RAW"
+      [ -z "$errs" ] || echo "  $t $mode: $errs"
+    done
+    teardown
+  done
+done
+
+# ------------------------------------------------------------------ summary
+python3 - "$RAW" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+med = {}
+for t in dict.fromkeys(r["target"] for r in rows):
+    for m in ("keepalive", "close"):
+        v = [float(r["rps"]) for r in rows if r["target"] == t and r["mode"] == m and r["rps"]]
+        med[t, m] = statistics.median(v) if v else float("nan")
+base = {"nat": "nat-direct", "nat-synproxy": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct"}
+print("\n| target | keep-alive req/s | × direct | × HAProxy | new conn/request req/s | × direct | × HAProxy |")
+print("|---|---|---|---|---|---|---|")
+for t in dict.fromkeys(r["target"] for r in rows):
+    cells = [t]
+    for m in ("keepalive", "close"):
+        v = med[t, m]
+        d = med.get((base[t], m), float("nan"))
+        h = med.get(("haproxy", m), float("nan"))
+        cells += [f"{v:,.0f}", f"{v / d:.2f}", f"{v / h:.2f}"]
+    print("| " + " | ".join(cells) + " |")
+print("\n(medians of", len({r['round'] for r in rows}), "interleaved rounds; × direct: against the real server reached directly in the same topology)")
+EOF

@@ -1,0 +1,130 @@
+package l4fwd
+
+import (
+	"fmt"
+
+	"github.com/google/nftables"
+)
+
+// Kernel receives desired states. NFT is the real one; tests of the
+// daemon's timing use a recording fake.
+type Kernel interface {
+	// Apply makes the kernel serve d, all or nothing, and says what it
+	// changed. On error the previous ruleset stays in force.
+	Apply(d *Desired) (changes []string, err error)
+	// Counters reads each real server's counters, indexed like d's
+	// services and their real servers.
+	Counters(d *Desired) ([][]Counters, error)
+	// Remove deletes everything l4fwd put in the kernel.
+	Remove() error
+}
+
+// Counters are one real server's totals, kept by the kernel: packets and
+// bytes clients sent it, and connections (DR: flows) scheduled to it.
+type Counters struct {
+	Packets, Bytes, NewConns uint64
+}
+
+// NFT programs nftables over netlink. It remembers the ruleset of its last
+// successful commit and sends only the difference.
+type NFT struct {
+	conn    *nftables.Conn
+	table   string   // the tables' name as last committed
+	applied *ruleset // nil until the first commit succeeds
+}
+
+// NewNFT connects to nftables; opts may place it in another network
+// namespace (nftables.WithNetNSFd).
+func NewNFT(opts ...nftables.ConnOption) (*NFT, error) {
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	return &NFT{conn: c}, nil
+}
+
+// Apply commits the changes from the last committed ruleset to d's in one
+// netlink batch. The first Apply replaces any table of the same name (a
+// stale one from a run that did not clean up).
+func (k *NFT) Apply(d *Desired) ([]string, error) {
+	next := buildRuleset(d)
+	old := k.applied
+	if k.table != "" && k.table != d.Table {
+		// Renamed: drop the old tables in the same transaction.
+		if err := send(k.conn, k.table, plan(old, &ruleset{})); err != nil {
+			return nil, err
+		}
+		old = nil
+	}
+	ops := plan(old, next)
+	if err := send(k.conn, d.Table, ops); err != nil {
+		return nil, err
+	}
+	if err := k.conn.Flush(); err != nil {
+		return nil, fmt.Errorf("commit nftables ruleset (%d commands; the previous ruleset stays in force): %w", len(ops), err)
+	}
+	k.applied, k.table = next, d.Table
+	changes := make([]string, len(ops))
+	for i, o := range ops {
+		changes[i] = o.String()
+	}
+	return changes, nil
+}
+
+// Counters reads the per-server counter sets ("<svc>-traffic", "<svc>-new").
+//
+// Equivalent to: nft list set ip l4fwd s1-traffic
+func (k *NFT) Counters(d *Desired) ([][]Counters, error) {
+	out := make([][]Counters, len(d.Services))
+	for i, s := range d.Services {
+		out[i] = make([]Counters, len(s.Reals))
+		fam := nftables.TableFamilyIPv4
+		if s.Mode == DR {
+			fam = nftables.TableFamilyNetdev
+		}
+		t := &nftables.Table{Name: d.Table, Family: fam}
+		index := map[string]int{}
+		for j, r := range s.Reals {
+			if s.Mode == DR {
+				index[string(r.MAC)] = j
+			} else {
+				index[string(keyMark(r.Mark))] = j
+			}
+		}
+		for _, suffix := range []string{"-traffic", "-new"} {
+			elems, err := k.conn.GetSetElements(&nftables.Set{Table: t, Name: svcName(s) + suffix})
+			if err != nil {
+				return nil, fmt.Errorf("read counters of service %s: %w", s.Name, err)
+			}
+			for _, e := range elems {
+				j, ok := index[string(e.Key)]
+				if !ok || e.Counter == nil {
+					continue
+				}
+				if suffix == "-new" {
+					out[i][j].NewConns = e.Counter.Packets
+				} else {
+					out[i][j].Packets, out[i][j].Bytes = e.Counter.Packets, e.Counter.Bytes
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Remove deletes both of l4fwd's tables, if present.
+//
+// Equivalent to: nft delete table ip l4fwd; nft delete table netdev l4fwd
+func (k *NFT) Remove() error {
+	if k.table == "" {
+		return nil
+	}
+	if err := send(k.conn, k.table, plan(nil, &ruleset{})); err != nil {
+		return err
+	}
+	if err := k.conn.Flush(); err != nil {
+		return fmt.Errorf("remove nftables tables %s: %w", k.table, err)
+	}
+	k.applied, k.table = nil, ""
+	return nil
+}

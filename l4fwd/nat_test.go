@@ -1,0 +1,298 @@
+package l4fwd_test
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// natTopology builds a two-arm NAT set-up: the client on 10.78.1.0/24,
+// the load balancer (VIP 10.78.1.100) routing to the real servers on
+// 10.78.2.0/24, whose gateway it is.
+//
+//	l4t-nc [l4t-c 10.78.1.2-.20] ── [l4t-lc 10.78.1.1, VIP] l4t-nlb [l4t-br 10.78.2.1] ── l4t-nr1 10.78.2.11
+//	                                                                                  └─ l4t-nr2 10.78.2.12
+func natTopology(t *testing.T) (client, lb string, rs []string) {
+	t.Helper()
+	needRoot(t)
+	removeStale()
+	client, lb = addNS(t, prefix+"nc"), addNS(t, prefix+"nlb")
+	ip(t, "link", "add", prefix+"c", "netns", client, "type", "veth", "peer", "name", prefix+"lc", "netns", lb)
+	for i := 2; i <= 20; i++ {
+		ip(t, "-n", client, "addr", "add", fmt.Sprintf("10.78.1.%d/24", i), "dev", prefix+"c")
+	}
+	ip(t, "-n", client, "link", "set", prefix+"c", "up")
+	ip(t, "-n", client, "route", "add", "default", "via", "10.78.1.1")
+	ip(t, "-n", lb, "addr", "add", "10.78.1.1/24", "dev", prefix+"lc")
+	ip(t, "-n", lb, "addr", "add", "10.78.1.100/32", "dev", prefix+"lc")
+	ip(t, "-n", lb, "link", "set", prefix+"lc", "up")
+	ip(t, "-n", lb, "link", "add", prefix+"br", "type", "bridge")
+	ip(t, "-n", lb, "addr", "add", "10.78.2.1/24", "dev", prefix+"br")
+	ip(t, "-n", lb, "link", "set", prefix+"br", "up")
+	sysctl(t, lb, "net.ipv4.ip_forward=1")
+	for i := 1; i <= 2; i++ {
+		r := addNS(t, fmt.Sprintf("%snr%d", prefix, i))
+		port := fmt.Sprintf("%sp%d", prefix, i)
+		ip(t, "link", "add", prefix+"e", "netns", r, "type", "veth", "peer", "name", port, "netns", lb)
+		ip(t, "-n", lb, "link", "set", port, "master", prefix+"br", "up")
+		ip(t, "-n", r, "addr", "add", fmt.Sprintf("10.78.2.1%d/24", i), "dev", prefix+"e")
+		ip(t, "-n", r, "link", "set", prefix+"e", "up")
+		ip(t, "-n", r, "route", "add", "default", "via", "10.78.2.1")
+		rs = append(rs, r)
+	}
+	return client, lb, rs
+}
+
+const natService = `
+service web {
+	vip 10.78.1.100
+	port 80
+	mode nat
+	interval 500ms
+	timeout 400ms
+	rise 2
+	fall 2
+	real 10.78.2.11 weight %d state %s
+	real 10.78.2.12 weight %d state %s
+}
+`
+
+func natConfig(w1 int, s1 string, w2 int, s2 string) string {
+	return fmt.Sprintf(natService, w1, s1, w2, s2)
+}
+
+// share is count's fraction of every answer, failing on errors.
+func share(t *testing.T, counts map[string]int, name string) float64 {
+	t.Helper()
+	if counts["error"] > 0 {
+		t.Fatalf("%d requests failed: %v", counts["error"], counts)
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return float64(counts[name]) / float64(total)
+}
+
+// TestNAT runs l4fwd as a two-arm NAT balancer and exercises, in order:
+// weights, health, persistence, drain, a refused reload and clean exit.
+func TestNAT(t *testing.T) {
+	client, lb, rs := natTopology(t)
+	top := t // a process that outlives its subtest starts here
+	servers := []*proc{server(t, rs[0], "r1", ":80"), server(t, rs[1], "r2", ":80")}
+	replies := newProbe(t, lb, nftables.TableFamilyIPv4, "")
+	replies.count(t, true, netip.MustParsePrefix("10.78.2.0/24"))  // real servers → client
+	replies.count(t, false, netip.MustParsePrefix("10.78.2.0/24")) // client → real servers
+	d := startDaemon(t, lb, natConfig(3, "active", 1, "active"))
+	started := time.Now()
+	k := nftIn(t, lb)
+	ok := func() int { return setLen(k, nftables.TableFamilyIPv4, "s1-ok") }
+	waitFor(t, 10*time.Second, "the ruleset", func() bool { return ok() == 2 })
+	const vip = "http://10.78.1.100/"
+
+	t.Run("weights", func(t *testing.T) {
+		counts := requests(t, client, vip, 400)
+		got := share(t, counts, "r1")
+		t.Logf("3:1 over 400 new connections: %v (r1 %.1f%%)", counts, got*100)
+		if got < 0.68 || got > 0.82 {
+			t.Errorf("r1 took %.1f%% of new connections, want 75%% ± 7%%", got*100)
+		}
+		pk := replies.packets(t)
+		if pk[0] == 0 || pk[1] == 0 {
+			t.Errorf("LB forwarded %d reply and %d request packets; in NAT replies must pass the LB", pk[0], pk[1])
+		}
+		c := newConnCounters(t, k, nftables.TableFamilyIPv4, "s1-new")
+		if c[0] != uint64(counts["r1"]) || c[1] != uint64(counts["r2"]) {
+			t.Errorf("kernel new-connection counters %v, clients saw %v", c, counts)
+		}
+	})
+
+	t.Run("health", func(t *testing.T) {
+		const bound = 2 * 500 * time.Millisecond // interval × fall
+		// A server's first round decides at once; wait out two intervals
+		// so r2 is known up and must fall through fall failed rounds.
+		waitFor(t, 2*time.Second, "two health rounds", func() bool { return time.Since(started) > 1100*time.Millisecond })
+		servers[1].stop()
+		stopped := time.Now()
+		waitFor(t, bound+time.Second, "r2 to leave the scheduler", func() bool { return ok() == 1 })
+		took := time.Since(stopped)
+		t.Logf("r2 left the kernel maps %v after its listener stopped (interval × fall = %v)", took, bound)
+		if took > bound+500*time.Millisecond { // slack for a loaded machine
+			t.Errorf("r2 left after %v, want within interval × fall = %v", took, bound)
+		}
+		if counts := requests(t, client, vip, 40); counts["r1"] != 40 {
+			t.Errorf("with r2 down, new connections went %v, want all 40 to r1", counts)
+		}
+		servers[1] = server(top, rs[1], "r2", ":80")
+		waitFor(t, 2*time.Second+time.Second, "r2 to return", func() bool { return ok() == 2 })
+		if counts := requests(t, client, vip, 100); counts["r2"] < 5 {
+			t.Errorf("r2 came back but took %v", counts)
+		}
+	})
+
+	t.Run("persistence", func(t *testing.T) {
+		cfg := strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tpersist 30s", 1) + `
+service plain {
+	vip 10.78.1.100
+	port 8080
+	real 10.78.2.11:80
+	real 10.78.2.12:80
+}
+`
+		d.reload(t, cfg)
+		waitFor(t, 5*time.Second, "persistence", func() bool {
+			return setLen(k, nftables.TableFamilyIPv4, "s1-persist") >= 0 && setLen(k, nftables.TableFamilyIPv4, "s2-ok") == 2
+		})
+		one := requestsFrom(t, client, vip, 100, "10.78.1.2")["10.78.1.2"]
+		if len(one) != 1 || one["error"] > 0 {
+			t.Errorf("100 connections of one client went %v, want all to one real server", one)
+		}
+		var others []string
+		for i := 3; i <= 18; i++ {
+			others = append(others, fmt.Sprintf("10.78.1.%d", i))
+		}
+		perClient := requestsFrom(t, client, vip, 3, others...)
+		landed := map[string]int{}
+		for src, counts := range perClient {
+			if len(counts) != 1 || counts["error"] > 0 {
+				t.Errorf("client %s went %v, want one real server", src, counts)
+			}
+			for name := range counts {
+				landed[name]++
+			}
+		}
+		if len(landed) != 2 {
+			t.Errorf("16 persistent clients landed %v: they should spread over both servers", landed)
+		}
+		spread := requestsFrom(t, client, "http://10.78.1.100:8080/", 100, "10.78.1.19")["10.78.1.19"]
+		if spread["r1"] < 25 || spread["r2"] < 25 {
+			t.Errorf("a client of the service without persistence went %v, want spread over both", spread)
+		}
+	})
+
+	t.Run("drain", func(t *testing.T) {
+		d.reload(t, natConfig(1, "active", 1, "active"))
+		waitFor(t, 5*time.Second, "reload", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == -1 })
+		hold := start(t, client, "hold", vip)
+		first, _ := hold.ask(t)
+		if first != "r1" && first != "r2" {
+			t.Fatalf("held connection answered %q", first)
+		}
+		other := map[string]string{"r1": "r2", "r2": "r1"}[first]
+		states := map[string]string{first: "drain", other: "active"}
+		d.reload(t, natConfig(1, states["r1"], 1, states["r2"]))
+		waitFor(t, 5*time.Second, first+" to drain", func() bool { return ok() == 1 })
+		for range 5 {
+			name, reused := hold.ask(t)
+			if name != first || !reused {
+				t.Fatalf("established connection to drained %s answered by %q (reused %v)", first, name, reused)
+			}
+		}
+		if counts := requests(t, client, vip, 40); counts[other] != 40 {
+			t.Errorf("new connections during the drain of %s went %v, want all to %s", first, counts, other)
+		}
+	})
+
+	t.Run("client limit", func(t *testing.T) {
+		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tclient_limit 2", 1))
+		waitFor(t, 5*time.Second, "the client limit", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s1-clients") >= 0 })
+		for range 2 { // two connections held open from 10.78.1.2
+			if name, _ := start(t, client, "hold", vip).ask(t); name == "error" {
+				t.Fatal("a connection within the limit failed")
+			}
+		}
+		third := requestsWithin(t, client, vip, 1, 2*time.Second, "10.78.1.2")["10.78.1.2"]
+		if third["error"] != 1 {
+			t.Errorf("a third connection from a client limited to 2 went %v, want it dropped", third)
+		}
+		if other := requestsFrom(t, client, vip, 5, "10.78.1.20")["10.78.1.20"]; other["error"] > 0 {
+			t.Errorf("another client was limited too: %v", other)
+		}
+	})
+
+	t.Run("max_conns", func(t *testing.T) {
+		capped := func(r2 string) string {
+			return strings.Replace(natConfig(1, "active", 19, r2), "10.78.2.11 weight 1", "10.78.2.11 weight 1 max_conns 1", 1)
+		}
+		d.reload(t, capped("offline"))
+		waitFor(t, 5*time.Second, "r2 offline", func() bool { return ok() == 1 })
+		if name, _ := start(t, client, "hold", vip).ask(t); name != "r1" {
+			t.Fatalf("the only eligible server is r1, the held connection went to %q", name)
+		}
+		// r2 back: r1's limit chain is untouched, so its count still holds
+		// the connection above.
+		d.reload(t, capped("active"))
+		waitFor(t, 5*time.Second, "r2 active", func() bool { return ok() == 2 })
+		// A connection drawn to full r1 is dropped; its SYN, retransmitted
+		// after a second, is drawn anew.
+		if counts := requestsWithin(t, client, vip, 20, 10*time.Second)[""]; counts["r2"] != 20 {
+			t.Errorf("with r1 at max_conns 1, new connections went %v, want all 20 to r2", counts)
+		}
+	})
+
+	t.Run("min_conns", func(t *testing.T) {
+		thresholds := func(r2 string) string {
+			return strings.Replace(natConfig(1, "active", 1, r2), "10.78.2.11 weight 1", "10.78.2.11 weight 1 max_conns 2 min_conns 1", 1)
+		}
+		d.reload(t, thresholds("offline"))
+		waitFor(t, 5*time.Second, "r2 offline", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1}) })
+		var holds []*proc
+		for range 2 {
+			h := start(t, client, "hold", vip)
+			if name, _ := h.ask(t); name != "r1" {
+				t.Fatalf("the only eligible server is r1, a held connection went to %q", name)
+			}
+			holds = append(holds, h)
+		}
+		d.reload(t, thresholds("active"))
+		// r1 holds max_conns: the daemon's next count takes it out.
+		waitFor(t, 5*time.Second, "r1 to leave the scheduler when full", func() bool { return slices.Equal(members(k, "s1-ok"), []int{2}) })
+		if counts := requests(t, client, vip, 10); counts["r2"] != 10 {
+			t.Errorf("with r1 full, new connections went %v, want all 10 to r2 and none dropped", counts)
+		}
+		for _, h := range holds {
+			h.stop()
+		}
+		waitFor(t, 5*time.Second, "r1 to return below min_conns", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1, 2}) })
+	})
+
+	t.Run("synproxy", func(t *testing.T) {
+		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tsynproxy", 1))
+		waitFor(t, 5*time.Second, "synproxy", func() bool { return setLen(k, nftables.TableFamilyIPv4, "synproxy") == 1 })
+		if loose := strings.TrimSpace(ip(t, "netns", "exec", lb, "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")); loose != "0" {
+			t.Errorf("nf_conntrack_tcp_loose = %s under synproxy, want 0", loose)
+		}
+		counts := requestsWithin(t, client, vip, 40, 10*time.Second)[""]
+		t.Logf("through synproxy: %v", counts)
+		if counts["error"] > 0 || counts["r1"] == 0 || counts["r2"] == 0 {
+			t.Errorf("40 connections through synproxy went %v, want all answered by both servers", counts)
+		}
+	})
+
+	t.Run("bad reload keeps the old configuration", func(t *testing.T) {
+		before := setLen(k, nftables.TableFamilyIPv4, "s1-sched")
+		d.reload(t, natConfig(1, "active", 1, "active")+strings.Replace(natConfig(1, "active", 1, "active"), "service web", "service web2", 1))
+		waitFor(t, 5*time.Second, "the refusal", func() bool { return d.logs.count("reload refused") == 1 })
+		if !strings.Contains(d.logs.text.String(), "overlaps service web") {
+			t.Error("the refusal does not say the VIPs overlap")
+		}
+		if got := setLen(k, nftables.TableFamilyIPv4, "s1-sched"); got != before {
+			t.Errorf("scheduler map changed from %d to %d elements after a refused reload", before, got)
+		}
+		if counts := requests(t, client, vip, 10); counts["error"] > 0 {
+			t.Errorf("traffic after a refused reload: %v", counts)
+		}
+	})
+
+	t.Run("exit removes the table", func(t *testing.T) {
+		d.stop()
+		if tableExists(t, k, nftables.TableFamilyIPv4, "l4fwd") {
+			t.Error("table ip l4fwd still there after l4fwd exited")
+		}
+	})
+}

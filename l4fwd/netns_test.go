@@ -1,0 +1,369 @@
+package l4fwd_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/l4fwd"
+)
+
+// The namespace tests re-execute this test binary inside the namespaces
+// they build (ip netns exec), in one of these roles, chosen by L4T_ROLE:
+//
+//	server NAME ADDR        HTTP server answering NAME to every request
+//	client URL N [SRC,...] [TIMEOUT]
+//	                        N requests from each source, each on a new connection; prints {"SRC": {"NAME": count}}
+//	hold URL                one keep-alive connection; a request per stdin line, prints "NAME reused"
+//	l4fwd ARGS...           the daemon itself (l4fwd.Run)
+const roleEnv = "L4T_ROLE"
+
+// prefix marks every namespace and interface these tests create.
+const prefix = "l4t-"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		if err := runRole(role, os.Args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", role, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runRole(role string, args []string) error {
+	switch role {
+	case "server":
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		name := args[0]
+		fmt.Println("listening")
+		return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name)
+		}))
+	case "client":
+		n, _ := strconv.Atoi(args[1])
+		sources := []string{""}
+		if len(args) > 2 && args[2] != "" {
+			sources = strings.Split(args[2], ",")
+		}
+		timeout := 3 * time.Second
+		if len(args) > 3 {
+			timeout, _ = time.ParseDuration(args[3])
+		}
+		all := map[string]map[string]int{}
+		for _, src := range sources {
+			tr := &http.Transport{DisableKeepAlives: true}
+			if src != "" {
+				d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+				tr.DialContext = d.DialContext
+			}
+			c := &http.Client{Transport: tr, Timeout: timeout}
+			counts := map[string]int{}
+			for range n {
+				name, err := get(c, args[0], nil)
+				if err != nil {
+					name = "error"
+				}
+				counts[name]++
+			}
+			all[src] = counts
+		}
+		return json.NewEncoder(os.Stdout).Encode(all)
+	case "hold":
+		c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}, Timeout: 3 * time.Second}
+		in := bufio.NewScanner(os.Stdin)
+		for in.Scan() {
+			reused := false
+			trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+			name, err := get(c, args[0], trace)
+			if err != nil {
+				name = "error"
+			}
+			fmt.Println(name, reused)
+		}
+		return nil
+	case "l4fwd":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		reload := make(chan os.Signal, 1)
+		signal.Notify(reload, syscall.SIGHUP)
+		return l4fwd.Run(ctx, args, reload, os.Stdout)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+func get(c *http.Client, url string, trace *httptrace.ClientTrace) (string, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	if trace != nil {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// needRoot skips a test that builds namespaces when it cannot.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("Test requires root privileges: it builds network namespaces.")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("Test requires the ip command (iproute2) to build network namespaces.")
+	}
+}
+
+var cleanOnce sync.Once
+
+// removeStale deletes namespaces left by an earlier run that died before
+// its cleanup, after ending the processes inside them (ours, from then).
+// The benchmark's namespaces (l4t-b*) are its own business.
+func removeStale() {
+	cleanOnce.Do(func() {
+		entries, _ := os.ReadDir("/run/netns")
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) && !strings.HasPrefix(e.Name(), prefix+"b") {
+				delNS(e.Name())
+			}
+		}
+	})
+}
+
+func delNS(name string) {
+	out, _ := exec.Command("ip", "netns", "pids", name).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	exec.Command("ip", "netns", "del", name).Run()
+}
+
+// ip runs an ip(8) command (or, with "netns exec", any command in a
+// namespace) and fails the test if it fails.
+func ip(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// addNS creates a namespace with loopback up, removed when the test ends.
+func addNS(t *testing.T, name string) string {
+	t.Helper()
+	ip(t, "netns", "add", name)
+	t.Cleanup(func() { delNS(name) })
+	ip(t, "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+func sysctl(t *testing.T, ns string, kv ...string) {
+	t.Helper()
+	ip(t, append([]string{"netns", "exec", ns, "sysctl", "-qw"}, kv...)...)
+}
+
+// proc is a process started in a namespace.
+type proc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+	done  chan struct{}
+	logs  *logWriter
+}
+
+// start runs this test binary in role inside ns. It is ended when the
+// test ends (SIGTERM, then SIGKILL), so the daemon can remove its tables.
+func start(t *testing.T, ns, role string, args ...string) *proc {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, self}, args...)...)
+	cmd.Env = append(os.Environ(), roleEnv+"="+role)
+	logs := &logWriter{t: t, prefix: ns + " " + role + ": "}
+	cmd.Stderr = logs
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout), done: make(chan struct{}), logs: logs}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop ends p and waits for it.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// line reads p's next line of output, or fails after a deadline.
+func (p *proc) line(t *testing.T) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		if p.out.Scan() {
+			got <- p.out.Text()
+		} else {
+			got <- ""
+		}
+	}()
+	select {
+	case l := <-got:
+		return l
+	case <-time.After(10 * time.Second):
+		t.Fatal("no output within 10s")
+		return ""
+	}
+}
+
+// logWriter sends a child's stderr to the test log and keeps it, so a
+// test can wait for a message.
+type logWriter struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+	text   strings.Builder
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.text.Write(b)
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		w.t.Log(w.prefix + l)
+	}
+	return len(b), nil
+}
+
+// count returns how many times s occurs in what was written.
+func (w *logWriter) count(s string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Count(w.text.String(), s)
+}
+
+// server starts an HTTP server named name on addr inside ns and waits
+// until it listens.
+func server(t *testing.T, ns, name, addr string) *proc {
+	t.Helper()
+	p := start(t, ns, "server", name, addr)
+	if l := p.line(t); l != "listening" {
+		t.Fatalf("server %s in %s did not start: %q", name, ns, l)
+	}
+	return p
+}
+
+// requests makes n requests, each on a new connection, from ns and
+// counts the answers by server name ("error" for failures).
+func requests(t *testing.T, ns, url string, n int) map[string]int {
+	t.Helper()
+	return requestsFrom(t, ns, url, n, "")[""]
+}
+
+// requestsFrom makes n requests from each source address and counts the
+// answers per source.
+func requestsFrom(t *testing.T, ns, url string, n int, sources ...string) map[string]map[string]int {
+	t.Helper()
+	return requestsWithin(t, ns, url, n, 3*time.Second, sources...)
+}
+
+// requestsWithin is requestsFrom with a timeout per request other than 3s.
+func requestsWithin(t *testing.T, ns, url string, n int, timeout time.Duration, sources ...string) map[string]map[string]int {
+	t.Helper()
+	p := start(t, ns, "client", url, strconv.Itoa(n), strings.Join(sources, ","), timeout.String())
+	var counts map[string]map[string]int
+	if err := json.Unmarshal([]byte(p.line(t)), &counts); err != nil {
+		t.Fatalf("client output: %v", err)
+	}
+	<-p.done
+	return counts
+}
+
+// daemon writes config to a file and runs l4fwd with it inside ns.
+type daemon struct {
+	*proc
+	config string
+}
+
+func startDaemon(t *testing.T, ns, config string) *daemon {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "l4fwd.conf")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &daemon{proc: start(t, ns, "l4fwd", "-config", path), config: path}
+}
+
+// reload rewrites the configuration and sends SIGHUP.
+func (d *daemon) reload(t *testing.T, config string) {
+	t.Helper()
+	if err := os.WriteFile(d.config, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ask sends one request over a hold process's connection and returns the
+// answering server and whether the connection was reused.
+func (p *proc) ask(t *testing.T) (string, bool) {
+	t.Helper()
+	if _, err := io.WriteString(p.stdin, "\n"); err != nil {
+		t.Fatal(err)
+	}
+	name, reused, _ := strings.Cut(p.line(t), " ")
+	return name, reused == "true"
+}
