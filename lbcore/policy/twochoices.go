@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicelb/sluice/lbcore/pool"
@@ -16,6 +17,12 @@ import (
 type TwoChoices struct {
 	done
 	alias derived[aliasTable]
+	// latest is when the latest response arrived, unix nanoseconds: the
+	// "now" that staleness is measured against. Reading the clock on every
+	// pick would cost more than the rest of the pick (about 65 ns on these
+	// VMs); while traffic flows, the latest answer is at most a request
+	// old, and without traffic no pick needs it.
+	latest atomic.Int64
 }
 
 // NewTwoChoices returns the policy for p.
@@ -48,7 +55,7 @@ func (c *TwoChoices) Pick(uint64) *pool.Backend {
 	a, b := t.members[i].Backend, t.members[j].Backend
 	// Prices within a tenth of each other are noise: the first draw, made
 	// by weight, keeps the request, so weights hold among equals.
-	now := c.opts.Now().UnixNano()
+	now := c.latest.Load()
 	rtA, rtB := c.responseTime(a, now), c.responseTime(b, now)
 	switch {
 	case rtA == 0:
@@ -91,6 +98,9 @@ func price(rt float64, b *pool.Backend) float64 {
 // Done records the end of a request.
 func (c *TwoChoices) Done(b *pool.Backend, o pool.Outcome, rtt time.Duration) {
 	c.done.Done(b, o, rtt)
+	if o == pool.Served {
+		c.latest.Store(b.LastSample())
+	}
 }
 
 // aliasTable draws members in proportion to weight in O(1) (Vose's alias
