@@ -183,33 +183,39 @@ const failedOverVar = "sluice.failed_over"
 // reports.
 func (b *binding) track(r *http.Request, pol policy.Policy, be *pool.Backend) {
 	ctx := r.Context()
-	caddyhttp.SetVar(ctx, pickedVar, be)
+	// The vars map is taken once: each context lookup walks the request
+	// context's whole chain.
+	vars, _ := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if vars != nil {
+		vars[pickedVar] = be
+	}
 	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	start := time.Now()
 	done := ctx.Done()
 	go func() {
 		<-done
-		outcome, rtt := classify(repl, be)
+		outcome, rtt := classify(vars, repl, be)
 		if outcome != pool.Served {
 			rtt = time.Since(start)
 		}
-		status := 0
-		if outcome == pool.Served {
-			code, _ := repl.Get("http.reverse_proxy.status_code")
-			status, _ = code.(int)
-			if b.bd.loadReports {
-				b.readReport(repl, pol, be)
-			}
+		if outcome == pool.Served && b.bd.loadReports {
+			b.readReport(repl, pol, be)
 		}
 		pol.Done(be, outcome, rtt)
 		if b.monitor != nil && outcome != pool.Cancelled {
+			status := 0
+			if outcome == pool.Served {
+				code, _ := repl.Get("http.reverse_proxy.status_code")
+				status, _ = code.(int)
+			}
 			b.monitor.Observed(be, outcome == pool.Served, status)
 		}
 	}()
 }
 
 // classify tells how a request sent to be ended, and for a served one the
-// time to its response header, from reverse_proxy's placeholders:
+// time to its response header, from the request's last pick and
+// reverse_proxy's placeholders:
 //
 //   - the last attempt went to be and its response header arrived: served;
 //   - a later attempt went elsewhere (reverse_proxy retried): be failed;
@@ -218,12 +224,16 @@ func (b *binding) track(r *http.Request, pol policy.Policy, be *pool.Backend) {
 //   - neither: the client went away first (wrk stopping, a closed tab).
 //     That says nothing of the backend, and counting it as a failure
 //     would drive traffic from healthy backends.
-func classify(repl *caddy.Replacer, be *pool.Backend) (pool.Outcome, time.Duration) {
-	if repl == nil {
+//
+// The last pick is read from the request's vars rather than from the
+// upstream placeholder: replacer lookups are most of what a request's end
+// costs, and a served request needs only one. vars are read once the
+// request's context has ended, when nothing writes them any more.
+func classify(vars map[string]any, repl *caddy.Replacer, be *pool.Backend) (pool.Outcome, time.Duration) {
+	if repl == nil || vars == nil {
 		return pool.Cancelled, 0
 	}
-	hostport, _ := repl.GetString("http.reverse_proxy.upstream.hostport")
-	if hostport != be.Address {
+	if last, _ := vars[pickedVar].(*pool.Backend); last != be {
 		return pool.Failed, 0
 	}
 	latency, _ := repl.Get("http.reverse_proxy.upstream.latency")

@@ -405,13 +405,7 @@ func (b *Balancer) countConns(l *live) bool {
 			continue
 		}
 		open := counts[markOf(l.id, l.realIDs[i])]
-		full := l.full[i]
-		switch {
-		case !full && open >= r.MaxConns:
-			full = true
-		case full && open < r.MinConns:
-			full = false
-		}
+		full := pool.ConnLimits{Max: r.MaxConns, Min: r.MinConns}.Full(l.full[i], open)
 		if full != l.full[i] {
 			l.full[i], changed = full, true
 			b.log.Info("real server full: out of the scheduler until below min_conns", zap.String("service", l.cfg.Name),

@@ -178,3 +178,16 @@ func TestDeparturesKeepDroppedBackendsForTheGracePeriod(t *testing.T) {
 		t.Fatalf("after the grace period: %v still leaving", got)
 	}
 }
+
+func TestConnLimitsHoldAFullBackendOutUntilBelowMin(t *testing.T) {
+	l := ConnLimits{Max: 10, Min: 8}
+	full := false
+	for _, step := range []struct {
+		open int
+		want bool
+	}{{9, false}, {10, true}, {9, true}, {8, true}, {7, false}, {9, false}, {12, true}} {
+		if full = l.Full(full, step.open); full != step.want {
+			t.Fatalf("at %d open: full %v, want %v", step.open, full, step.want)
+		}
+	}
+}
