@@ -63,8 +63,9 @@ func (s *eventSink) mailsAbout(name, backend string) int {
 	return n
 }
 
-// waitUntil waits for cond, checking after each delivery, up to timeout.
-func (s *eventSink) waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+// waitUntil waits for cond, checking after each delivery, up to timeout;
+// on a timeout it reports what explain says, if given.
+func (s *eventSink) waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool, explain ...func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	deadline := time.After(timeout)
@@ -73,10 +74,25 @@ func (s *eventSink) waitUntil(t *testing.T, what string, timeout time.Duration, 
 		case <-s.change:
 		case <-time.After(20 * time.Millisecond):
 		case <-deadline:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+			detail := ""
+			for _, e := range explain {
+				detail += "; " + e()
+			}
+			t.Fatalf("timed out after %v waiting for %s%s", timeout, what, detail)
 		}
 	}
 	return time.Since(start)
+}
+
+// summary lists what was delivered, for failure messages.
+func (s *eventSink) summary() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var hooks []string
+	for _, h := range s.hooks {
+		hooks = append(hooks, fmt.Sprintf("%v %v (%v)", h["name"], h["backend"], h["reason"]))
+	}
+	return fmt.Sprintf("webhooks: %v; %d mails", hooks, len(s.mails))
 }
 
 // serveSMTP is a small SMTP server that keeps each message's text.
@@ -190,7 +206,7 @@ func TestHealthChecksAndNotifications(t *testing.T) {
 	c.stop()
 	took := sink.waitUntil(t, "the killed backend to be reported down", 10*time.Second, func() bool {
 		return sink.hooksFor("backend_down", c.addr) == 1 && sink.mailsAbout("backend_down", c.addr) == 1
-	})
+	}, sink.summary)
 	stopLoad()
 	load.Wait()
 	t.Logf("killed backend reported down after %v; %d requests, %d failed", took, sent.Load(), failures.Load())
