@@ -140,31 +140,13 @@ func parseQueryType(s string) (uint16, error) {
 func parseStatuses(list []string) ([]health.StatusRange, error) {
 	var out []health.StatusRange
 	for _, s := range list {
-		r, err := parseStatus(s)
+		r, err := health.ParseStatusRange(s)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-func parseStatus(s string) (health.StatusRange, error) {
-	bad := fmt.Errorf("status %q is not a code (200), a class (2xx) or a range (200-399)", s)
-	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
-		c := int(s[0]-'0') * 100
-		return health.StatusRange{Min: c, Max: c + 99}, nil
-	}
-	lo, hi, isRange := strings.Cut(s, "-")
-	if !isRange {
-		hi = lo
-	}
-	a, err1 := strconv.Atoi(lo)
-	b, err2 := strconv.Atoi(hi)
-	if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
-		return health.StatusRange{}, bad
-	}
-	return health.StatusRange{Min: a, Max: b}, nil
 }
 
 // settings returns the monitor settings hc describes.
@@ -321,7 +303,7 @@ func (hc *HealthChecks) unmarshalHealthOption(d *caddyfile.Dispenser) (bool, err
 		}
 		hc.PassiveFails = n
 		for d.NextArg() {
-			if _, err := parseStatus(d.Val()); err != nil {
+			if _, err := health.ParseStatusRange(d.Val()); err != nil {
 				return true, d.Errf("passive_fails %v", err)
 			}
 			hc.PassiveStatus = append(hc.PassiveStatus, d.Val())

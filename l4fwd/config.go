@@ -399,9 +399,9 @@ func (p *parser) healthKind(d directive, h *HealthConfig) {
 			h.Path, rest = rest[0], rest[1:]
 		}
 		if len(rest) == 2 && rest[0] == "status" {
-			r, ok := parseStatus(rest[1])
-			if !ok {
-				p.fail(d.line, "health status %q: want a code (200), a class (2xx) or a range (200-299)", rest[1])
+			r, err := health.ParseStatusRange(rest[1])
+			if err != nil {
+				p.fail(d.line, "health %v", err)
 			}
 			h.Status = []health.StatusRange{r}
 		} else if len(rest) > 0 {
@@ -410,25 +410,6 @@ func (p *parser) healthKind(d directive, h *HealthConfig) {
 	default:
 		p.fail(d.line, "health %q: want tcp, http, https or none", h.Kind)
 	}
-}
-
-// parseStatus reads "200", "2xx" or "200-299".
-func parseStatus(v string) (health.StatusRange, bool) {
-	if len(v) == 3 && strings.HasSuffix(v, "xx") && v[0] >= '1' && v[0] <= '5' {
-		c := int(v[0]-'0') * 100
-		return health.StatusRange{Min: c, Max: c + 99}, true
-	}
-	lo, hi, isRange := strings.Cut(v, "-")
-	a, err1 := strconv.Atoi(lo)
-	b := a
-	var err2 error
-	if isRange {
-		b, err2 = strconv.Atoi(hi)
-	}
-	if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
-		return health.StatusRange{}, false
-	}
-	return health.StatusRange{Min: a, Max: b}, true
 }
 
 // real reads "real ADDR[:PORT] [weight N] [max_conns N] [state S]", the

@@ -61,6 +61,25 @@ type StatusRange struct {
 	Min, Max int
 }
 
+// ParseStatusRange reads a status code ("200"), a class ("2xx") or a
+// range ("200-399").
+func ParseStatusRange(s string) (StatusRange, error) {
+	if len(s) == 3 && strings.HasSuffix(s, "xx") && s[0] >= '1' && s[0] <= '5' {
+		c := int(s[0]-'0') * 100
+		return StatusRange{Min: c, Max: c + 99}, nil
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	if !isRange {
+		hi = lo
+	}
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+		return StatusRange{}, fmt.Errorf("status %q is not a code (200), a class (2xx) or a range (200-399)", s)
+	}
+	return StatusRange{Min: a, Max: b}, nil
+}
+
 // DefaultMaxBody is HTTPCheck's default MaxBody.
 const DefaultMaxBody = 64 << 10
 

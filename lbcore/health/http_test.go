@@ -217,3 +217,16 @@ func TestFormatRanges(t *testing.T) {
 		t.Errorf("formatRanges = %q, want %q", got, want)
 	}
 }
+
+func TestParseStatusRange(t *testing.T) {
+	for in, want := range map[string]StatusRange{"200": {200, 200}, "2xx": {200, 299}, "200-399": {200, 399}, "5xx": {500, 599}} {
+		if got, err := ParseStatusRange(in); err != nil || got != want {
+			t.Errorf("ParseStatusRange(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "6xx", "99", "600", "300-200", "2x", "ok", "200-"} {
+		if _, err := ParseStatusRange(bad); err == nil || !strings.Contains(err.Error(), "a class (2xx)") {
+			t.Errorf("ParseStatusRange(%q) = %v, want an error saying what a status may be", bad, err)
+		}
+	}
+}
