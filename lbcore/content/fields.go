@@ -81,17 +81,6 @@ func (l Layout) Fields(value string) (map[string]string, error) {
 	return l.pairs(value), nil
 }
 
-// Field returns one field of value, or false when value does not parse
-// or lacks the field.
-func (l Layout) Field(value, name string) (string, bool) {
-	fields, err := l.Fields(value)
-	if err != nil {
-		return "", false
-	}
-	v, ok := fields[name]
-	return v, ok
-}
-
 func decodeBase64(s string) (string, error) {
 	if u, err := url.QueryUnescape(s); err == nil {
 		s = u // cookies often carry base64's '=' escaped

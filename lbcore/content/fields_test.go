@@ -39,9 +39,10 @@ func TestFields(t *testing.T) {
 		{"json array is no object", Layout{Format: JSON}, `["tier"]`, "tier", "", false},
 		{"not base64", Layout{Base64: true}, "tier=gold!", "tier", "", false},
 	} {
-		got, found := tc.layout.Field(tc.value, tc.field)
+		fields, _ := tc.layout.Fields(tc.value)
+		got, found := fields[tc.field]
 		if got != tc.want || found != tc.found {
-			t.Errorf("%s: Field(%q, %q) = %q, %v; want %q, %v", tc.name, tc.value, tc.field, got, found, tc.want, tc.found)
+			t.Errorf("%s: field %q of %q = %q, %v; want %q, %v", tc.name, tc.field, tc.value, got, found, tc.want, tc.found)
 		}
 	}
 }

@@ -190,13 +190,6 @@ func (d *Decisions) Merge(doc Document) Changes {
 	return ch
 }
 
-// Reset forgets every decision.
-func (d *Decisions) Reset() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.doc = Document{}
-}
-
 // ParseDocument reads a stored document, checking every decision in it.
 func ParseDocument(data []byte) (Document, error) {
 	var doc Document

@@ -57,9 +57,6 @@ func NewTokens(key []byte, timeout time.Duration) *Tokens {
 	return &Tokens{key: key, timeout: timeout}
 }
 
-// Timeout returns how long a token is honoured after its issue.
-func (t *Tokens) Timeout() time.Duration { return t.timeout }
-
 // ID returns the opaque identifier of the backend at address: the same
 // for every load balancer with the same key, and useless without it.
 func (t *Tokens) ID(address string) uint64 {
