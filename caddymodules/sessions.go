@@ -1,6 +1,7 @@
 package caddymodules
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,7 @@ type sessions struct {
 
 	mu         sync.Mutex
 	departures pool.Departures
-	upstreams  map[string]*reverseproxy.Upstream // every configuration's, by address, for those leaving
+	upstreams  map[string]*reverseproxy.Upstream // the latest configuration's and those leaving, by address
 	moves      map[string]*movedSessions         // sessions moved off a backend, to report
 
 	directory atomic.Pointer[persist.Directory] // for signed cookies
@@ -64,32 +65,23 @@ func (s *sessions) detach(*binding) { sessionStates.Release(s.name) }
 // previous configuration had and this one dropped, as leaving members
 // that keep their sessions for the grace period; their upstreams join b.
 func (s *sessions) keepLeaving(b *binding, members []pool.Member) []pool.Member {
-	current := make([]string, 0, len(b.upstream))
-	backends := make([]*pool.Backend, 0, len(b.upstream))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.upstreams == nil {
-		s.upstreams = make(map[string]*reverseproxy.Upstream)
-	}
+	current := make([]string, 0, len(b.upstream))
+	upstreams := make(map[string]*reverseproxy.Upstream, len(b.upstream))
 	for be, u := range b.upstream {
 		current = append(current, be.Address)
-		backends = append(backends, be)
-		s.upstreams[be.Address] = u
+		upstreams[be.Address] = u
 	}
-	leaving := s.departures.Update(current, time.Now(), b.bd.sessions.grace)
-	for addr := range s.upstreams {
-		if _, ok := leaving[addr]; !ok && !slices.Contains(current, addr) {
-			delete(s.upstreams, addr) // gone for good
-		}
-	}
-	for addr, until := range leaving {
+	for addr, until := range s.departures.Update(current, time.Now(), b.bd.sessions.grace) {
 		be := pool.Backends.Acquire(addr)
+		upstreams[addr] = s.upstreams[addr]
 		b.upstream[be] = s.upstreams[addr]
-		backends = append(backends, be)
 		members = append(members, pool.Member{Backend: be, Weight: 1, LeavesAt: until})
 	}
+	s.upstreams = upstreams
 	if tokens := b.bd.sessions.tokens; tokens != nil {
-		dir := tokens.Directory(backends)
+		dir := tokens.Directory(slices.Collect(maps.Keys(b.upstream)))
 		s.directory.Store(&dir)
 	}
 	return members
