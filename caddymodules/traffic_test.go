@@ -313,17 +313,33 @@ func keyOn(where map[string]string, backend string) string {
 	return ""
 }
 
-func TestDrainKeepsStickySessionsUntilItsDeadline(t *testing.T) {
-	a, b := startBackend(t, "a"), startBackend(t, "b")
-	url := "http://localhost:8096/"
-	replace := map[string]string{"127.0.0.1:9781": a.addr, "127.0.0.1:9782": b.addr}
-	cfg := exampleConfig(t, "sticky.Caddyfile", replace)
-	caddy := runConfig(t, cfg, url)
+// apiPool is sticky.Caddyfile's api pool (sticky by X-Api-Key) running
+// on backends a and b, with a client key already bound to a.
+type apiPool struct {
+	a, b    *backend
+	url     string
+	replace map[string]string
+	cfg     map[string]any
+	caddy   *caddyProc
+	ka      string // a client key bound to a
+}
 
-	ka := keyOn(stickyKeys(t, url, "client", 20), "a")
-	if ka == "" {
+// runAPIPool starts an apiPool.
+func runAPIPool(t *testing.T) *apiPool {
+	t.Helper()
+	p := &apiPool{a: startBackend(t, "a"), b: startBackend(t, "b"), url: "http://localhost:8096/"}
+	p.replace = map[string]string{"127.0.0.1:9781": p.a.addr, "127.0.0.1:9782": p.b.addr}
+	p.cfg = exampleConfig(t, "sticky.Caddyfile", p.replace)
+	p.caddy = runConfig(t, p.cfg, p.url)
+	if p.ka = keyOn(stickyKeys(t, p.url, "client", 20), "a"); p.ka == "" {
 		t.Fatal("no client of 20 went to a")
 	}
+	return p
+}
+
+func TestDrainKeepsStickySessionsUntilItsDeadline(t *testing.T) {
+	p := runAPIPool(t)
+	a, url, cfg, caddy, ka := p.a, p.url, p.cfg, p.caddy, p.ka
 	caddy.act(t, "api", a.addr, "drain", `{"deadline": "6s"}`)
 	if got := caddy.pool(t, "api").state(a.addr); got != "draining" {
 		t.Fatalf("a is %s after drain", got)
@@ -369,15 +385,8 @@ func TestDrainKeepsStickySessionsUntilItsDeadline(t *testing.T) {
 }
 
 func TestReloadThatDropsABackendDrainsIt(t *testing.T) {
-	a, b := startBackend(t, "a"), startBackend(t, "b")
-	url := "http://localhost:8096/"
-	replace := map[string]string{"127.0.0.1:9781": a.addr, "127.0.0.1:9782": b.addr}
-	cfg := exampleConfig(t, "sticky.Caddyfile", replace)
-	caddy := runConfig(t, cfg, url)
-	ka := keyOn(stickyKeys(t, url, "client", 20), "a")
-	if ka == "" {
-		t.Fatal("no client of 20 went to a")
-	}
+	p := runAPIPool(t)
+	a, b, url, replace, cfg, caddy, ka := p.a, p.b, p.url, p.replace, p.cfg, p.caddy, p.ka
 
 	// The edited configuration drops a from the pool.
 	replace["127.0.0.1:9781"] = b.addr
