@@ -73,12 +73,7 @@ func TestDR(t *testing.T) {
 	const url = "http://10.79.0.100/"
 
 	t.Run("weights and replies bypass the LB", func(t *testing.T) {
-		counts := requests(t, client, url, 400)
-		got := share(t, counts, "r1")
-		t.Logf("3:1 over 400 new connections: %v (r1 %.1f%%)", counts, got*100)
-		if got < 0.68 || got > 0.82 {
-			t.Errorf("r1 took %.1f%% of new connections, want 75%% ± 7%%", got*100)
-		}
+		checkThreeToOne(t, client, url)
 		pk := seen.packets(t)
 		t.Logf("LB ingress: %d packets from the VIP, %d to it", pk[0], pk[1])
 		if pk[0] != 0 {

@@ -79,6 +79,19 @@ func share(t *testing.T, counts map[string]int, name string) float64 {
 	return float64(counts[name]) / float64(total)
 }
 
+// checkThreeToOne makes 400 new connections to url from ns and checks
+// that r1, weighted 3 to r2's 1, took 75% ± 7% of them.
+func checkThreeToOne(t *testing.T, ns, url string) map[string]int {
+	t.Helper()
+	counts := requests(t, ns, url, 400)
+	got := share(t, counts, "r1")
+	t.Logf("3:1 over 400 new connections: %v (r1 %.1f%%)", counts, got*100)
+	if got < 0.68 || got > 0.82 {
+		t.Errorf("r1 took %.1f%% of new connections, want 75%% ± 7%%", got*100)
+	}
+	return counts
+}
+
 // TestNAT runs l4fwd as a two-arm NAT balancer and exercises, in order:
 // weights, health, persistence, drain, a refused reload and clean exit.
 func TestNAT(t *testing.T) {
@@ -96,12 +109,7 @@ func TestNAT(t *testing.T) {
 	const vip = "http://10.78.1.100/"
 
 	t.Run("weights", func(t *testing.T) {
-		counts := requests(t, client, vip, 400)
-		got := share(t, counts, "r1")
-		t.Logf("3:1 over 400 new connections: %v (r1 %.1f%%)", counts, got*100)
-		if got < 0.68 || got > 0.82 {
-			t.Errorf("r1 took %.1f%% of new connections, want 75%% ± 7%%", got*100)
-		}
+		counts := checkThreeToOne(t, client, vip)
 		pk := replies.packets(t)
 		if pk[0] == 0 || pk[1] == 0 {
 			t.Errorf("LB forwarded %d reply and %d request packets; in NAT replies must pass the LB", pk[0], pk[1])
