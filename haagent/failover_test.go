@@ -268,7 +268,9 @@ func TestNoTwoMasters(t *testing.T) {
 		case 2: // lb2 restarts while backup, then lb1 while lb2 is up
 			lb2.stop()
 			lb2 = l.haagent(l.net.LB2.NS, l.routerConf(100))
-			time.Sleep(advert * 5)
+			if !waitFor(3*time.Second, func() bool { return strings.Contains(lb2.out.String(), `"to":"BACKUP"`) }) {
+				t.Fatal("the restarted lb2 never became backup")
+			}
 			lb1.stop()
 			l.settled("lb2", 3*time.Second)
 			lb1 = l.haagent(l.net.LB1.NS, conf1)
