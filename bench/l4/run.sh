@@ -10,7 +10,10 @@
 #
 # Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
-#   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch)
+#   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch;
+#   dr-proto-fwd and dr-proto-dup, the planning prototype's one-rule DR rulesets loaded with
+#   nft -f, for comparison only: "fwd to" the device, which google/nftables cannot express,
+#   and the "dup to" + drop that l4fwd uses)
 #
 # Two topologies, as the modes need (namespaces and interfaces named l4t-b*):
 #   NAT: l4t-bnc 10.81.1.2-4 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
@@ -38,6 +41,7 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v ip >/dev/null || missing+=(iproute2)
+case " $TARGETS " in *" dr-proto-"*) command -v nft >/dev/null || missing+=(nftables) ;; esac
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -160,8 +164,22 @@ url() {
     nat|nat-synproxy) echo http://10.81.1.100/ ;;
     haproxy) echo http://10.81.1.1:8080/ ;;
     dr-direct) echo http://10.82.0.11/ ;;
-    dr) echo http://10.82.0.100/ ;;
+    dr|dr-proto-*) echo http://10.82.0.100/ ;;
   esac
+}
+mac() { ip -n "$1" -br link show l4t-e | awk '{print $3}'; }
+# proto fwd|dup: the prototype's DR ruleset, the flow's hash choosing the real server's MAC.
+proto() {
+  local out='fwd to "l4t-e"'
+  [ "$1" = dup ] && out='dup to "l4t-e" drop'
+  $NS l4t-bdlb nft -f - <<EOF
+table netdev l4proto {
+	chain ingress {
+		type filter hook ingress device "l4t-e" priority 0; policy accept;
+		ip daddr 10.82.0.100 tcp dport 80 ether saddr set $(mac l4t-bdlb) ether daddr set jhash ip saddr . tcp sport mod 2 map { 0 : $(mac l4t-bdr1), 1 : $(mac l4t-bdr2) } $out
+	}
+}
+EOF
 }
 SERVER=
 setup() {
@@ -169,6 +187,8 @@ setup() {
     nat) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     nat-synproxy) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     dr) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    dr-proto-fwd) proto fwd; SERVER= ;;
+    dr-proto-dup) proto dup; SERVER= ;;
     haproxy) $NS l4t-bnlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
     *) SERVER= ;;
   esac
@@ -182,6 +202,7 @@ setup() {
 teardown() {
   if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; fi
   $NS l4t-bnlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
+  if $NS l4t-bdlb nft list table netdev l4proto >/dev/null 2>&1; then $NS l4t-bdlb nft delete table netdev l4proto; fi
 }
 
 echo -e "round\ttarget\tmode\trps" > "$RAW"
@@ -209,7 +230,7 @@ for t in dict.fromkeys(r["target"] for r in rows):
     for m in ("keepalive", "close"):
         v = [float(r["rps"]) for r in rows if r["target"] == t and r["mode"] == m and r["rps"]]
         med[t, m] = statistics.median(v) if v else float("nan")
-base = {"nat": "nat-direct", "nat-synproxy": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct"}
+base = {"nat": "nat-direct", "nat-synproxy": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct", "dr-proto-fwd": "dr-direct", "dr-proto-dup": "dr-direct"}
 print("\n| target | keep-alive req/s | × direct | × HAProxy | new conn/request req/s | × direct | × HAProxy |")
 print("|---|---|---|---|---|---|---|")
 for t in dict.fromkeys(r["target"] for r in rows):
