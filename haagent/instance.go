@@ -389,8 +389,7 @@ func (in *instance) Enter(from, to State, why string) {
 	in.setStatus()
 }
 
-// takeVIPs adds addresses and announces them: the first announcement of
-// each at once, the rest of the configured burst in the background.
+// takeVIPs adds addresses and announces them.
 func (in *instance) takeVIPs(ps []netip.Prefix) {
 	if err := in.vips.add(ps); err != nil {
 		in.log.Error("adding virtual addresses", zap.Error(err))
@@ -400,7 +399,24 @@ func (in *instance) takeVIPs(ps []netip.Prefix) {
 			in.held = append(in.held, p)
 		}
 	}
-	if in.cfg.Announce == 0 {
+	in.announce(ps, 0)
+}
+
+// Reclaim implements Effects: the addresses are announced now and again
+// one advert interval later, by when the other master has heard our
+// advert and stopped announcing them (its announcements may well have
+// gone out after our first ones).
+func (in *instance) Reclaim(why string) {
+	in.log.Info("another master seen: announcing the addresses again", zap.String("reason", why))
+	in.announce(in.cfg.VIPs, in.cfg.Interval)
+}
+
+// announce sends the configured burst of announcements for ps: the first
+// at once, the rest in the background; with again > 0, the whole burst
+// once more after again.
+func (in *instance) announce(ps []netip.Prefix, again time.Duration) {
+	count := in.cfg.Announce
+	if count == 0 {
 		return
 	}
 	ips := make([]netip.Addr, len(ps))
@@ -410,20 +426,25 @@ func (in *instance) takeVIPs(ps []netip.Prefix) {
 	if err := in.ann.announce(ips); err != nil {
 		in.log.Warn("announcing virtual addresses", zap.Error(err))
 	}
-	if in.cfg.Announce == 1 {
+	waits := slices.Repeat([]time.Duration{in.cfg.AnnounceEvery}, count-1)
+	if again > 0 {
+		waits = append(waits, again)
+		waits = append(waits, slices.Repeat([]time.Duration{in.cfg.AnnounceEvery}, count-1)...)
+	}
+	if len(waits) == 0 {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	prev := in.stopAnn
 	in.stopAnn = func() { cancel(); prevCancel(prev) }
-	count, every, ann, log := in.cfg.Announce, in.cfg.AnnounceEvery, in.ann, in.log
+	ann, log := in.ann, in.log
 	go func() {
-		for range count - 1 {
-			if every > 0 {
+		for _, wait := range waits {
+			if wait > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(every):
+				case <-time.After(wait):
 				}
 			} else if ctx.Err() != nil {
 				return

@@ -48,7 +48,7 @@ type Params struct {
 	Addr netip.Addr
 }
 
-// Effects is what a Machine asks of the world. Both are called with the
+// Effects is what a Machine asks of the world. All are called with the
 // machine's state already updated, from inside the Machine's methods.
 type Effects interface {
 	// Send sends one advertisement carrying priority.
@@ -56,6 +56,9 @@ type Effects interface {
 	// Enter reports a transition: on entering Master the virtual
 	// addresses are added and announced, on leaving it they are removed.
 	Enter(from, to State, why string)
+	// Reclaim announces the virtual addresses again: another router has
+	// been master at the same time and has probably announced them too.
+	Reclaim(why string)
 }
 
 // Machine is the VRRPv3 state machine of RFC 5798 section 6.4 for one
@@ -73,7 +76,13 @@ type Machine struct {
 	adverAt        time.Time     // Adver_Timer (Master); zero when stopped
 	downAt         time.Time     // Master_Down_Timer (Backup); zero when stopped
 	preemptAt      time.Time     // Backup: when a lower-priority master may be preempted
+	reclaimedAt    time.Time     // Master: when a lower-priority master was last answered
 }
+
+// ReclaimEvery bounds how often a master answers lower-priority masters,
+// so that a peer that cannot hear it (a one-way link) or advertises
+// every few milliseconds does not set off a storm of adverts and ARPs.
+const ReclaimEvery = time.Second
 
 // NewMachine returns a machine in Init; Start sets it going.
 func NewMachine(p Params, fx Effects) *Machine {
@@ -254,7 +263,20 @@ func (m *Machine) receiveMaster(now time.Time, a *Advert, src netip.Addr) {
 	if a.Priority > m.p.Priority || (a.Priority == m.p.Priority && src.Compare(m.p.Addr) > 0) {
 		interval := time.Duration(a.Interval) * 10 * time.Millisecond
 		m.becomeBackup(now, interval, Master, "higher-priority master "+src.String())
+		return
 	}
+	// A lower-priority router is master as well: both took over at once
+	// (a start, a healed split) and it has announced the addresses too,
+	// so the link may be sending them there. RFC 5798 discards its
+	// advert; like keepalived, advertise at once, so that it steps down
+	// now rather than at our next advert, and announce the addresses
+	// again.
+	if !m.reclaimedAt.IsZero() && now.Sub(m.reclaimedAt) < ReclaimEvery {
+		return
+	}
+	m.reclaimedAt = now
+	m.sendAdvert(now)
+	m.fx.Reclaim("lower-priority master " + src.String())
 }
 
 func (m *Machine) becomeBackup(now time.Time, masterInterval time.Duration, from State, why string) {
@@ -265,7 +287,7 @@ func (m *Machine) becomeBackup(now time.Time, masterInterval time.Duration, from
 }
 
 func (m *Machine) becomeMaster(now time.Time, from State, why string) {
-	m.state, m.downAt, m.preemptAt = Master, time.Time{}, time.Time{}
+	m.state, m.downAt, m.preemptAt, m.reclaimedAt = Master, time.Time{}, time.Time{}, time.Time{}
 	m.sendAdvert(now)
 	m.fx.Enter(from, Master, why)
 }

@@ -11,11 +11,13 @@ import (
 
 // recorder is an Effects that remembers what the machine asked for.
 type recorder struct {
-	sent  []uint8
-	moves []string // "BACKUP>MASTER"
+	sent     []uint8
+	moves    []string // "BACKUP>MASTER"
+	reclaims int
 }
 
-func (r *recorder) Send(p uint8) { r.sent = append(r.sent, p) }
+func (r *recorder) Send(p uint8)   { r.sent = append(r.sent, p) }
+func (r *recorder) Reclaim(string) { r.reclaims++ }
 func (r *recorder) Enter(from, to State, _ string) {
 	r.moves = append(r.moves, from.String()+">"+to.String())
 }
@@ -289,6 +291,42 @@ func TestMasterAnnouncesPriorityChange(t *testing.T) {
 	}
 }
 
+// TestMasterAnswersALowerPriorityMaster: when two routers took over at
+// once, the higher-priority master advertises at once and announces its
+// addresses again, since the other one has announced them too; at most
+// once every ReclaimEvery, whatever the other one sends.
+func TestMasterAnswersALowerPriorityMaster(t *testing.T) {
+	m, r := newTestMachine(150, true)
+	m.Start(t0)
+	up := t0.Add(MasterDownInterval(150, 100*ms))
+	m.Tick(up)
+	if m.State() != Master {
+		t.Fatalf("state %v, want MASTER", m.State())
+	}
+	sent := len(r.sent)
+	steps := []struct {
+		after    time.Duration
+		prio     uint8
+		from     netip.Addr
+		adverts  int
+		reclaims int
+	}{
+		{10 * ms, 100, peer, 1, 1},                     // lower priority: answered
+		{50 * ms, 100, peer, 1, 1},                     // again within ReclaimEvery: not
+		{10*ms + ReclaimEvery, 100, peer, 2, 2},        // a second later: answered
+		{10*ms + ReclaimEvery + 5*ms, 150, peer, 2, 2}, // equal priority, higher address: we yield
+	}
+	for i, st := range steps {
+		m.Receive(up.Add(st.after), advert(st.prio, 10), st.from)
+		if got := len(r.sent) - sent; got != st.adverts || r.reclaims != st.reclaims {
+			t.Fatalf("step %d: %d adverts and %d reclaims, want %d and %d", i, got, r.reclaims, st.adverts, st.reclaims)
+		}
+	}
+	if m.State() != Backup {
+		t.Fatalf("after an equal-priority master with a higher address: %v, want BACKUP", m.State())
+	}
+}
+
 // net is a virtual LAN of machines for simulations in virtual time: an
 // advert reaches every other live machine after delay.
 type simNet struct {
@@ -316,6 +354,7 @@ func (r *simRouter) Send(p uint8) {
 	r.n.queue = append(r.n.queue, simPacket{r.n.now.Add(r.n.delay), r, p, uint16(r.m.Params().Interval / (10 * ms))})
 }
 func (r *simRouter) Enter(from, to State, why string) {}
+func (r *simRouter) Reclaim(string)                   {}
 
 func (n *simNet) add(prio uint8, last byte, preempt bool) *simRouter {
 	r := &simRouter{n: n, addr: netip.AddrFrom4([4]byte{10, 0, 0, last}), alive: true}
