@@ -4,7 +4,18 @@
 -- With COUNT_BACKENDS=1 it also counts responses per backend (from the body's
 -- "backend-N" prefix) and prints "DIST backend-1=n,backend-2=m,...".  Counting
 -- runs Lua per response and slows wrk, so run.sh uses it for warm-ups only.
+-- With DELAY_MS=n each connection waits n ms between requests, which holds
+-- the offered load below what Caddy can serve (at most CONNS x 1000/n req/s):
+-- Caddy's CPU per request then measures a policy's cost without the
+-- scheduler's sharing of the cores deciding who gets them.
 local threads = {}
+
+local delay_ms = tonumber(os.getenv("DELAY_MS") or "")
+if delay_ms and delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
+end
 
 function setup(thread)
   table.insert(threads, thread)
