@@ -92,6 +92,9 @@ type Service struct {
 	Interface string
 	// SynProxy (NAT, TCP only) answers SYNs with SYN cookies so a SYN flood
 	// never reaches conntrack or the real servers: the "under attack" switch.
+	// Connections it proxies go without TCP timestamps, window scaling and
+	// SACK (see synproxyChains), so transfers over long, fast paths are
+	// slower while it is on.
 	SynProxy bool
 	// ClientLimit (NAT only) caps the connections one client address may
 	// hold open to the service; 0: no cap.

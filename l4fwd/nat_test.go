@@ -275,10 +275,23 @@ service plain {
 		if loose := strings.TrimSpace(ip(t, "netns", "exec", lb, "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")); loose != "0" {
 			t.Errorf("nf_conntrack_tcp_loose = %s under synproxy, want 0", loose)
 		}
-		counts := requestsWithin(t, client, vip, 40, 10*time.Second)[""]
+		// A handshake the real server refuses to complete shows as its
+		// TcpExtTSEcrRejected counter, and as a request that waits for
+		// the server's SYN-ACK retransmit, a second or more.
+		rejected := func() (n int64) {
+			for _, ns := range rs {
+				n += tcpExtCounter(t, ns, "TSEcrRejected")
+			}
+			return n
+		}
+		before := rejected()
+		counts := requestsWithin(t, client, vip, 40, 900*time.Millisecond)[""]
 		t.Logf("through synproxy: %v", counts)
 		if counts["error"] > 0 || counts["r1"] == 0 || counts["r2"] == 0 {
-			t.Errorf("40 connections through synproxy went %v, want all answered by both servers", counts)
+			t.Errorf("40 connections through synproxy went %v, want all answered within 900ms by both servers", counts)
+		}
+		if n := rejected() - before; n != 0 {
+			t.Errorf("the real servers refused %d handshake ACKs from synproxy (TcpExtTSEcrRejected)", n)
 		}
 	})
 

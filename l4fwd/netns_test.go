@@ -176,6 +176,37 @@ func ip(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// tcpExtCounter reads one TcpExt counter of the network namespace ns from
+// /proc/net/netstat; a counter this kernel does not have reads as 0.
+func tcpExtCounter(t *testing.T, ns, name string) int64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/netstat").Output()
+	if err != nil {
+		t.Fatalf("reading %s's /proc/net/netstat: %v", ns, err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[0] != "TcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = fields
+			continue
+		}
+		for i, f := range fields {
+			if i < len(names) && names[i] == name {
+				n, err := strconv.ParseInt(f, 10, 64)
+				if err != nil {
+					t.Fatalf("%s in %s: %v", name, ns, err)
+				}
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 // addNS creates a namespace with loopback up, removed when the test ends.
 func addNS(t *testing.T, name string) string {
 	t.Helper()
