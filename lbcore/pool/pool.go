@@ -21,6 +21,11 @@ type Member struct {
 	// takes no new sessions, and those bound to it reach it until then, as
 	// if an operator had drained it.
 	LeavesAt time.Time
+	// Held members take no new traffic for a reason of this pool's own,
+	// not the backend's (a connection limit reached in this service, an
+	// address not yet resolved): they count as unavailable, so standbys
+	// step in when every primary is held.
+	Held bool
 }
 
 // State returns m's effective state.
@@ -152,7 +157,7 @@ func (p *Pool) build() *Snapshot {
 func eligible(members []Member, standby bool) []Member {
 	var out []Member
 	for _, m := range members {
-		if m.Standby == standby && m.LeavesAt.IsZero() && m.Backend.Available() {
+		if m.Standby == standby && m.LeavesAt.IsZero() && !m.Held && m.Backend.Available() {
 			m.Weight *= m.Backend.Scale()
 			out = append(out, m)
 		}

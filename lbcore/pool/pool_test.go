@@ -13,6 +13,32 @@ func members(weights ...int) []Member {
 	return ms
 }
 
+// TestHeldPrimariesLeaveItToTheStandby: a member held by its pool (full,
+// unresolved) takes nothing, and when every primary is held the standby
+// serves, while the held member's state stays what its backend says.
+func TestHeldPrimariesLeaveItToTheStandby(t *testing.T) {
+	ms := members(1, 1, 1)
+	ms[2].Standby = true
+	ms[0].Held = true
+	p, err := New("db", ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Snapshot(); len(s.Eligible) != 1 || s.OnStandby || s.Eligible[0].Backend != ms[1].Backend {
+		t.Fatalf("one primary held: eligible = %v, on standby = %v; want the other primary", s.Eligible, s.OnStandby)
+	}
+	ms[1].Held = true
+	if err := p.SetMembers(ms); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Snapshot(); len(s.Eligible) != 1 || !s.OnStandby || s.Eligible[0].Backend != ms[2].Backend {
+		t.Fatalf("every primary held: eligible = %v, on standby = %v; want the standby", s.Eligible, s.OnStandby)
+	}
+	if got := ms[0].State(); got != Active {
+		t.Errorf("state of a held primary = %v, want active", got)
+	}
+}
+
 func TestSnapshotFollowsStateChanges(t *testing.T) {
 	ms := members(1, 1, 1)
 	ms[2].Standby = true
