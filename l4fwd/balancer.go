@@ -3,10 +3,10 @@ package l4fwd
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,26 +254,30 @@ func (b *Balancer) build(cfg *Config, services []*live) *Desired {
 	d := &Desired{Table: cfg.Table}
 	for _, l := range services {
 		s := &ServiceState{Service: l.cfg, ID: l.id, IfIndex: l.dev.Index, LBMAC: l.dev.MAC}
-		snap := l.pool.Snapshot()
-		weights := make([]int, len(l.cfg.Reals))
-		for _, m := range snap.Eligible {
-			if i := slices.Index(l.backends, m.Backend); i >= 0 {
-				weights[i] = m.Weight
-			}
-		}
+		// A full real server, or a DR one whose MAC is unknown, is held in
+		// the pool, which then decides who serves (standbys included).
+		members := l.pool.Snapshot().Members
 		for i, r := range l.cfg.Reals {
-			rs := &RealState{Real: r, Mark: markOf(l.id, l.realIDs[i]),
-				State: pool.Member{Backend: l.backends[i], Standby: r.State == pool.Standby}.State()}
+			members[i].Held = l.full[i] || (l.cfg.Mode == DR && b.macs[r.Addr] == nil)
+		}
+		if err := l.pool.SetMembers(members); err != nil {
+			panic(err) // the same members, whose weights New accepted
+		}
+		snap := l.pool.Snapshot()
+		weight := make(map[*pool.Backend]int, len(snap.Eligible))
+		for _, m := range snap.Eligible {
+			weight[m.Backend] = m.Weight
+		}
+		weights := make([]int, len(l.cfg.Reals))
+		for i, r := range l.cfg.Reals {
+			m := snap.Members[i]
+			weights[i] = weight[m.Backend]
+			rs := &RealState{Real: r, Mark: markOf(l.id, l.realIDs[i]), State: m.State(), Full: l.full[i], Eligible: weights[i] > 0}
 			if l.cfg.Mode == DR {
-				rs.MAC = b.macs[r.Addr]
-				if rs.MAC == nil {
-					rs.State, weights[i] = pool.Down, 0
+				if rs.MAC = b.macs[r.Addr]; rs.MAC == nil {
+					rs.State = pool.Down
 				}
 			}
-			if l.full[i] {
-				rs.Full, weights[i] = true, 0
-			}
-			rs.Eligible = weights[i] > 0
 			s.Reals = append(s.Reals, rs)
 		}
 		s.Slots = slots(weights)
@@ -318,7 +322,7 @@ func (b *Balancer) startHealth(ctx context.Context, l *live, loops *sync.WaitGro
 	if checker != nil {
 		l.monitor = health.NewMonitor(health.Settings{Interval: hc.Interval, Timeout: hc.Timeout,
 			Rise: hc.Rise, Fall: hc.Fall}, func(c health.Change) { b.healthChanged(l, c) })
-		for _, be := range uniqueBackends(l.backends) {
+		for _, be := range l.backends {
 			l.monitor.Watch(be, "", checker)
 		}
 	}
@@ -338,22 +342,12 @@ func (b *Balancer) startHealth(ctx context.Context, l *live, loops *sync.WaitGro
 	}()
 }
 
-func uniqueBackends(bs []*pool.Backend) []*pool.Backend {
-	var out []*pool.Backend
-	for _, be := range bs {
-		if !slices.Contains(out, be) {
-			out = append(out, be)
-		}
-	}
-	return out
-}
-
 // round checks every real server of l once, follows DR MAC addresses, and
 // commits what changed.
 func (b *Balancer) round(ctx context.Context, l *live) {
 	if l.monitor != nil {
 		var wg sync.WaitGroup
-		for _, be := range uniqueBackends(l.backends) {
+		for _, be := range l.backends {
 			wg.Go(func() { l.monitor.Round(ctx, be) })
 		}
 		wg.Wait()
@@ -464,12 +458,8 @@ type ids struct {
 
 func (i ids) clone() ids {
 	c := ids{services: map[string]uint16{}, reals: map[string]uint16{}}
-	for k, v := range i.services {
-		c.services[k] = v
-	}
-	for k, v := range i.reals {
-		c.reals[k] = v
-	}
+	maps.Copy(c.services, i.services)
+	maps.Copy(c.reals, i.reals)
 	return c
 }
 
@@ -487,7 +477,7 @@ func take(m map[string]uint16, key, prefix string) uint16 {
 	}
 	used := map[uint16]bool{}
 	for k, n := range m {
-		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
+		if strings.HasPrefix(k, prefix) {
 			used[n] = true
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -141,7 +142,6 @@ func TestHealthTiming(t *testing.T) {
 		}
 		at(3 * time.Second) // one passed round, at 2s
 		chk.set("10.0.2.12:80", true)
-		failed := time.Now()
 		// Rounds at 4s, 6s and 8s fail; the third takes it out.
 		at(8*time.Second - time.Millisecond)
 		if got := k.eligible(); !got[1] {
@@ -150,9 +150,6 @@ func TestHealthTiming(t *testing.T) {
 		at(8 * time.Second)
 		if got := k.eligible(); got[1] || !got[0] {
 			t.Fatalf("after %d failed rounds eligible = %v, want only r1", fall, got)
-		}
-		if took := time.Since(failed); took > interval*fall {
-			t.Errorf("r2 left %v after it failed, more than interval × fall = %v", took, interval*fall)
 		}
 		chk.set("10.0.2.12:80", false)
 		// Rounds at 10s and 12s pass; the second brings it back.
@@ -202,7 +199,11 @@ func TestReloadRefusedByKernel(t *testing.T) {
 		t.Errorf("backend admin state %v after the refused reload, want active", be.Admin())
 	}
 	k.fail = nil
+	before := len(k.applied)
 	b.reconcile("test")
+	if len(k.applied) != before+1 {
+		t.Fatalf("reconcile made %d kernel transactions, want 1", len(k.applied)-before)
+	}
 	if got := k.eligible(); !got[1] {
 		t.Error("the next commit lost r2: it must follow the configuration in force")
 	}
@@ -260,4 +261,56 @@ func (k *countingKernel) Counters(d *Desired) ([][]Counters, error) {
 		}
 	}
 	return out, nil
+}
+
+// connNet reports the open connections it is given, by ct mark.
+type connNet struct {
+	fakeNet
+	open map[uint32]int
+}
+
+func (n *connNet) Connections() (map[uint32]int, error) { return n.open, nil }
+
+// TestFullPrimaryLeavesItToTheStandby: a primary at max_conns is held in
+// its pool, so the standby takes new connections until the primary is
+// below min_conns again, rather than nobody.
+func TestFullPrimaryLeavesItToTheStandby(t *testing.T) {
+	k, n := &fakeKernel{}, &connNet{}
+	b := NewBalancer(zap.NewNop(), k, n)
+	b.newChecker = func(HealthConfig) health.Checker { return nil }
+	t.Cleanup(func() { b.Close() })
+	cfg, err := ParseConfig("t.conf", `
+service db {
+	vip 192.0.2.10
+	port 5432
+	health none
+	real 10.0.2.11 max_conns 10 min_conns 5
+	real 10.0.2.12 state standby
+}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Load(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.eligible(); !slices.Equal(got, []bool{true, false}) {
+		t.Fatalf("at start eligible = %v, want the primary only", got)
+	}
+	l := b.services[0]
+	mark := markOf(l.id, l.realIDs[0])
+	for _, step := range []struct {
+		open int
+		want []bool
+	}{
+		{10, []bool{false, true}}, // full: the standby serves
+		{6, []bool{false, true}},  // still above min_conns
+		{4, []bool{true, false}},  // below it: the primary is back
+	} {
+		n.open = map[uint32]int{mark: step.open}
+		b.round(t.Context(), l)
+		if got := k.eligible(); !slices.Equal(got, step.want) {
+			t.Fatalf("with %d open connections eligible = %v, want %v", step.open, got, step.want)
+		}
+	}
 }

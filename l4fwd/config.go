@@ -558,7 +558,7 @@ func (p *parser) checkService(s *Service, modeLine, portLine int, seen map[strin
 		case r.MinConns > 0 && r.MinConns >= r.MaxConns:
 			p.fail(r.Line, "real %s: min_conns %d needs a larger max_conns (the server returns below min_conns after reaching max_conns)", r.Addr, r.MinConns)
 		}
-		key := netip.AddrPortFrom(r.Addr, r.Port).String()
+		key := r.Target(s)
 		if prev, dup := targets[key]; dup {
 			p.fail(r.Line, "real %s listed twice in service %s (first at line %d)", key, s.Name, prev)
 		}
