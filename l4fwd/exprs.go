@@ -1,7 +1,6 @@
 package l4fwd
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"time"
@@ -198,8 +197,4 @@ func keyMark(m uint32) []byte { return binaryutil.NativeEndian.PutUint32(m) }
 
 // keySlot is a scheduler value as an interval-map key: big-endian, since
 // the rule converts the numgen/jhash result with hton.
-func keySlot(v uint32) []byte {
-	b := make([]byte, 4)
-	binary.BigEndian.PutUint32(b, v)
-	return b
-}
+func keySlot(v uint32) []byte { return binaryutil.BigEndian.PutUint32(v) }

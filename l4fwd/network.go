@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,10 +102,9 @@ func (n *Host) Connections() (map[uint32]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read conntrack: %w", err)
 	}
-	const timeWait, closed = 7, 8 // TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE
 	counts := map[uint32]int{}
 	for _, f := range flows {
-		if tcp, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP); ok && (tcp.State == timeWait || tcp.State == closed) {
+		if tcp, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP); ok && (tcp.State == nl.TCP_CONNTRACK_TIME_WAIT || tcp.State == nl.TCP_CONNTRACK_CLOSE) {
 			continue
 		}
 		counts[f.Mark]++
