@@ -101,24 +101,7 @@ func TestDR(t *testing.T) {
 	})
 
 	t.Run("drain", func(t *testing.T) {
-		hold := start(t, client, "hold", url)
-		first, _ := hold.ask(t)
-		other := map[string]string{"r1": "r2", "r2": "r1"}[first]
-		if other == "" {
-			t.Fatalf("held connection answered %q", first)
-		}
-		states := map[string]string{first: "drain", other: "active"}
-		d.reload(t, fmt.Sprintf(drService, 1, states["r1"], 1, states["r2"]))
-		waitFor(t, 5*time.Second, first+" to drain", func() bool { return ok() == 1 })
-		for range 5 {
-			name, reused := hold.ask(t)
-			if name != first || !reused {
-				t.Fatalf("established connection to drained %s answered by %q (reused %v)", first, name, reused)
-			}
-		}
-		if counts := requests(t, client, url, 40); counts[other] != 40 {
-			t.Errorf("new connections during the drain of %s went %v, want all to %s", first, counts, other)
-		}
+		checkDrain(t, d, client, url, ok, func(r1, r2 string) string { return fmt.Sprintf(drService, 1, r1, 1, r2) })
 	})
 
 	t.Run("one-arm NAT beside DR", func(t *testing.T) {

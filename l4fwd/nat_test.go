@@ -186,29 +186,13 @@ service plain {
 	t.Run("drain", func(t *testing.T) {
 		d.reload(t, natConfig(1, "active", 1, "active"))
 		waitFor(t, 5*time.Second, "reload", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == -1 })
-		hold := start(t, client, "hold", vip)
-		first, _ := hold.ask(t)
-		if first != "r1" && first != "r2" {
-			t.Fatalf("held connection answered %q", first)
-		}
-		other := map[string]string{"r1": "r2", "r2": "r1"}[first]
-		states := map[string]string{first: "drain", other: "active"}
-		d.reload(t, natConfig(1, states["r1"], 1, states["r2"]))
-		waitFor(t, 5*time.Second, first+" to drain", func() bool { return ok() == 1 })
-		for range 5 {
-			name, reused := hold.ask(t)
-			if name != first || !reused {
-				t.Fatalf("established connection to drained %s answered by %q (reused %v)", first, name, reused)
-			}
-		}
-		if counts := requests(t, client, vip, 40); counts[other] != 40 {
-			t.Errorf("new connections during the drain of %s went %v, want all to %s", first, counts, other)
-		}
+		checkDrain(t, d, client, vip, ok, func(r1, r2 string) string { return natConfig(1, r1, 1, r2) })
 	})
 
 	t.Run("client limit", func(t *testing.T) {
 		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tclient_limit 2", 1))
-		waitFor(t, 5*time.Second, "the client limit", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s1-clients") >= 0 })
+		// Wait for the client set to exist.
+		waitFor(t, 5*time.Second, "the client limit", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s1-clients") != -1 })
 		for range 2 { // two connections held open from 10.78.1.2
 			if name, _ := start(t, client, "hold", vip).ask(t); name == "error" {
 				t.Fatal("a connection within the limit failed")
@@ -296,14 +280,18 @@ service plain {
 	})
 
 	t.Run("bad reload keeps the old configuration", func(t *testing.T) {
-		before := setLen(k, nftables.TableFamilyIPv4, "s1-sched")
+		// The configuration in force has synproxy on (the previous
+		// subtest); the refused one has it off and adds a service.
 		d.reload(t, natConfig(1, "active", 1, "active")+strings.Replace(natConfig(1, "active", 1, "active"), "service web", "service web2", 1))
 		waitFor(t, 5*time.Second, "the refusal", func() bool { return d.logs.count("reload refused") == 1 })
 		if !strings.Contains(d.logs.text.String(), "overlaps service web") {
 			t.Error("the refusal does not say the VIPs overlap")
 		}
-		if got := setLen(k, nftables.TableFamilyIPv4, "s1-sched"); got != before {
-			t.Errorf("scheduler map changed from %d to %d elements after a refused reload", before, got)
+		if got := setLen(k, nftables.TableFamilyIPv4, "synproxy"); got != 1 {
+			t.Errorf("synproxy set has %d elements after a refused reload, want the 1 in force", got)
+		}
+		if got := setLen(k, nftables.TableFamilyIPv4, "s2-ok"); got != -1 {
+			t.Errorf("the refused service web2 has kernel objects (%d elements)", got)
 		}
 		if counts := requests(t, client, vip, 10); counts["error"] > 0 {
 			t.Errorf("traffic after a refused reload: %v", counts)

@@ -176,6 +176,32 @@ func ip(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// checkDrain holds a connection open from client to url, drains the real
+// server that answered it with the configuration config(r1's state, r2's
+// state), and checks that the held connection keeps reaching it while 40
+// new ones all go to the other. ok counts the eligible servers.
+func checkDrain(t *testing.T, d *daemon, client, url string, ok func() int, config func(r1, r2 string) string) {
+	t.Helper()
+	hold := start(t, client, "hold", url)
+	first, _ := hold.ask(t)
+	other := map[string]string{"r1": "r2", "r2": "r1"}[first]
+	if other == "" {
+		t.Fatalf("held connection answered %q", first)
+	}
+	states := map[string]string{first: "drain", other: "active"}
+	d.reload(t, config(states["r1"], states["r2"]))
+	waitFor(t, 5*time.Second, first+" to drain", func() bool { return ok() == 1 })
+	for range 5 {
+		name, reused := hold.ask(t)
+		if name != first || !reused {
+			t.Fatalf("established connection to drained %s answered by %q (reused %v)", first, name, reused)
+		}
+	}
+	if counts := requests(t, client, url, 40); counts[other] != 40 {
+		t.Errorf("new connections during the drain of %s went %v, want all to %s", first, counts, other)
+	}
+}
+
 // tcpExtCounter reads one TcpExt counter of the network namespace ns from
 // /proc/net/netstat; a counter this kernel does not have reads as 0.
 func tcpExtCounter(t *testing.T, ns, name string) int64 {
