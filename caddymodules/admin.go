@@ -59,7 +59,7 @@ func apiError(status int, format string, args ...any) error {
 }
 
 func serveAdmin(w http.ResponseWriter, r *http.Request) error {
-	app := activeApp()
+	app := activeApp(r.Context())
 	if app == nil {
 		return apiError(http.StatusServiceUnavailable, "no running configuration uses a Sluice policy")
 	}

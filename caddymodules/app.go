@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -47,6 +46,7 @@ type App struct {
 	run    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	ready  chan struct{} // closed once the running configuration's pools are bound
 
 	mu       sync.Mutex
 	running  bool
@@ -58,12 +58,27 @@ type App struct {
 	lastDecisions []byte // the document last read from or written to storage
 }
 
-// active is the app of the running configuration, for what lives outside
-// any configuration: admin routes.
-var active atomic.Pointer[App]
-
-// activeApp returns the app of the running configuration, or nil.
-func activeApp() *App { return active.Load() }
+// activeApp returns the app of the running configuration, for what lives
+// outside any configuration (admin routes), once it has bound its pools;
+// nil if the running configuration has none, or ctx ends first.
+//
+// It asks Caddy rather than keeping a pointer of its own: during a reload
+// Caddy makes the new configuration the running one before it stops the
+// old, so there is no moment with no app to answer.
+func activeApp(ctx context.Context) *App {
+	app, err := caddy.ActiveContext().AppIfConfigured("sluice")
+	if err != nil {
+		return nil
+	}
+	a := app.(*App)
+	select {
+	case <-a.ready:
+		return a
+	case <-a.run.Done():
+	case <-ctx.Done():
+	}
+	return nil
+}
 
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
@@ -83,6 +98,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.events = ev.(*caddyevents.App)
 	a.run, a.cancel = context.WithCancel(context.Background())
+	a.ready = make(chan struct{})
 	registerMetrics(ctx)
 	if a.SyncInterval < 0 {
 		return fmt.Errorf("sluice sync_interval must not be negative")
@@ -145,12 +161,12 @@ func (a *App) Start() error {
 			return
 		}
 		a.bindStatic()
-		active.Store(a)
 		a.wg.Go(a.syncDecisions)
 		a.mu.Lock()
 		a.running = true
 		monitors := a.monitors
 		a.mu.Unlock()
+		close(a.ready)
 		for _, m := range monitors {
 			a.start(m)
 		}
@@ -180,7 +196,6 @@ func (a *App) waitActive() bool {
 func (a *App) Stop() error {
 	a.cancel()
 	a.wg.Wait()
-	active.CompareAndSwap(a, nil)
 	return nil
 }
 

@@ -393,6 +393,12 @@ func TestReloadThatDropsABackendDrainsIt(t *testing.T) {
 	edited := exampleConfig(t, "sticky.Caddyfile", replace)
 	edited["admin"], edited["storage"] = cfg["admin"], cfg["storage"]
 	caddy.load(t, edited)
+	// The admin routes answer the moment the reload returns: Caddy stops
+	// the old configuration after the new one runs, and there must be no
+	// moment between the two with no pool to show.
+	if v := caddy.pool(t, "api"); v.state(a.addr) != "draining" {
+		t.Fatalf("straight after the reload the dropped backend shows as %s, want draining", v.state(a.addr))
+	}
 	if got := served(t, url, 10, map[string]string{"X-Api-Key": ka}); got["a"] != 10 {
 		t.Fatalf("after a reload dropped a, its sticky client went to %v; want a until removal_grace ends", got)
 	}
