@@ -13,7 +13,10 @@
 #   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch;
 #   dr-proto-fwd and dr-proto-dup, the planning prototype's one-rule DR rulesets loaded with
 #   nft -f, for comparison only: "fwd to" the device, which google/nftables cannot express,
-#   and the "dup to" + drop that l4fwd uses)
+#   and the "dup to" + drop that l4fwd uses; dr-one, l4fwd DR with only the real server that
+#   dr-direct reaches, and dr-direct2, both real servers reached directly by two wrk at once
+#   (half the threads and connections each): they tell the forwarding's cost from that of
+#   spreading the load over two servers)
 #
 # Two topologies, as the modes need (namespaces and interfaces named l4t-b*):
 #   NAT: l4t-bnc 10.81.1.2-4 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
@@ -139,6 +142,7 @@ service web {
 	real 10.82.0.12
 }
 EOF
+grep -v 10.82.0.12 "$OUT/dr.conf" > "$OUT/dr-one.conf"
 cat > "$OUT/haproxy.cfg" <<EOF
 global
 	maxconn 4000
@@ -163,8 +167,8 @@ url() {
     nat-direct) echo http://10.81.2.11/ ;;
     nat|nat-synproxy) echo http://10.81.1.100/ ;;
     haproxy) echo http://10.81.1.1:8080/ ;;
-    dr-direct) echo http://10.82.0.11/ ;;
-    dr|dr-proto-*) echo http://10.82.0.100/ ;;
+    dr-direct|dr-direct2) echo http://10.82.0.11/ ;;
+    dr|dr-one|dr-proto-*) echo http://10.82.0.100/ ;;
   esac
 }
 mac() { ip -n "$1" -br link show l4t-e | awk '{print $3}'; }
@@ -187,6 +191,7 @@ setup() {
     nat) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     nat-synproxy) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     dr) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    dr-one) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr-one.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     dr-proto-fwd) proto fwd; SERVER= ;;
     dr-proto-dup) proto dup; SERVER= ;;
     haproxy) $NS l4t-bnlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
@@ -211,8 +216,17 @@ for round in $(seq "$ROUNDS"); do
     setup "$t"
     for mode in keepalive close; do
       H=(); [ $mode = close ] && H=(-H 'Connection: close')
-      out=$($NS "$(client "$t")" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "${H[@]}" "$(url "$t")" 2>&1)
-      rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      if [ "$t" = dr-direct2 ]; then
+        # Half the threads and connections to each real server, at once; the req/s add up.
+        $NS l4t-bdc wrk -t$((THREADS / 2 > 0 ? THREADS / 2 : 1)) -c$((CONNS / 2)) -d"${DUR}s" "${H[@]}" http://10.82.0.12/ >"$OUT/wrk2.out" 2>&1 &
+        out=$($NS l4t-bdc wrk -t$((THREADS / 2 > 0 ? THREADS / 2 : 1)) -c$((CONNS / 2)) -d"${DUR}s" "${H[@]}" http://10.82.0.11/ 2>&1)
+        wait $!
+        out+=$'\n'$(cat "$OUT/wrk2.out")
+        rps=$(echo "$out" | awk '/Requests\/sec/ {s += $2} END {printf "%.2f", s}')
+      else
+        out=$($NS "$(client "$t")" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "${H[@]}" "$(url "$t")" 2>&1)
+        rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      fi
       errs=$(echo "$out" | grep -E 'Socket errors|Non-2xx' || true)
       echo -e "$round\t$t\t$mode\t$rps" | tee -a "$RAW"
       [ -z "$errs" ] || echo "  $t $mode: $errs"
@@ -230,7 +244,7 @@ for t in dict.fromkeys(r["target"] for r in rows):
     for m in ("keepalive", "close"):
         v = [float(r["rps"]) for r in rows if r["target"] == t and r["mode"] == m and r["rps"]]
         med[t, m] = statistics.median(v) if v else float("nan")
-base = {"nat": "nat-direct", "nat-synproxy": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct", "dr-proto-fwd": "dr-direct", "dr-proto-dup": "dr-direct"}
+base = {"nat": "nat-direct", "nat-synproxy": "nat-direct", "haproxy": "nat-direct", "nat-direct": "nat-direct", "dr": "dr-direct", "dr-direct": "dr-direct", "dr-one": "dr-direct", "dr-direct2": "dr-direct", "dr-proto-fwd": "dr-direct", "dr-proto-dup": "dr-direct"}
 print("\n| target | keep-alive req/s | × direct | × HAProxy | new conn/request req/s | × direct | × HAProxy |")
 print("|---|---|---|---|---|---|---|")
 for t in dict.fromkeys(r["target"] for r in rows):
