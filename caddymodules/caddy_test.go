@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 var caddyBinary string
@@ -251,19 +253,6 @@ func count(t *testing.T, url string, n, workers int) map[string]int {
 	return got
 }
 
-// waitFor checks cond (which may send requests) every 10ms until it holds,
-// or fails at the deadline.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestWeightsSplitTraffic(t *testing.T) {
 	app1, app2, standby := startBackend(t, "app1"), startBackend(t, "app2"), startBackend(t, "standby")
 	url := "http://localhost:8081/"
@@ -281,7 +270,7 @@ func TestWeightsSplitTraffic(t *testing.T) {
 	// Both primaries die: the standby takes over once health checks see it.
 	app1.stop()
 	app2.stop()
-	waitFor(t, "the standby to take over", 10*time.Second, func() bool {
+	wait.Until(t, "the standby to take over", 10*time.Second, func() bool {
 		resp, err := client.Get(url)
 		if err != nil {
 			return false
@@ -296,7 +285,7 @@ func TestWeightsSplitTraffic(t *testing.T) {
 
 	// A primary returns: traffic leaves the standby.
 	app2.restart(t)
-	waitFor(t, "traffic to return to app2", 10*time.Second, func() bool { return get(t, url) == "app2" })
+	wait.Until(t, "traffic to return to app2", 10*time.Second, func() bool { return get(t, url) == "app2" })
 	if got := count(t, url, 20, 1); got["app2"] != 20 {
 		t.Fatalf("after app2 returned: %v, want all on app2", got)
 	}
@@ -318,7 +307,7 @@ func TestFastResponseAvoidsASlowBackend(t *testing.T) {
 	// It recovers and wins its share back within seconds.
 	slow.delay.Store(0)
 	var last map[string]int
-	waitFor(t, "the recovered backend to win its share back", 20*time.Second, func() bool {
+	wait.Until(t, "the recovered backend to win its share back", 20*time.Second, func() bool {
 		last = count(t, url, 300, 4)
 		return last["slow"] >= 300*25/100
 	})

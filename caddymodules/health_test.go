@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // eventSink receives webhooks and e-mails and counts them by event.
@@ -202,7 +204,7 @@ func TestHealthChecksAndNotifications(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "load to build up", 10*time.Second, func() bool { return sent.Load() >= 200 })
+	wait.Until(t, "load to build up", 10*time.Second, func() bool { return sent.Load() >= 200 })
 	c.stop()
 	took := sink.waitUntil(t, "the killed backend to be reported down", 10*time.Second, func() bool {
 		return sink.hooksFor("backend_down", c.addr) == 1 && sink.mailsAbout("backend_down", c.addr) == 1
@@ -221,7 +223,7 @@ func TestHealthChecksAndNotifications(t *testing.T) {
 	// a's agent asks for a quarter of its share.
 	a.agent.Store("up 25%")
 	var got map[string]int
-	waitFor(t, "a's agent weight to take effect", 10*time.Second, func() bool {
+	wait.Until(t, "a's agent weight to take effect", 10*time.Second, func() bool {
 		got = count(t, url, 250, 1)
 		return got["a"] > 0 && float64(got["a"]) < float64(got["b"])*0.35
 	})

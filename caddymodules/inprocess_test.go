@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
+	"github.com/sluicelb/sluice/internal/wait"
 	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
@@ -77,7 +78,7 @@ func TestRequestsAreAccounted(t *testing.T) {
 		}
 		backends[addr] = be
 	}
-	waitFor(t, "every answered request to be reported finished", 5*time.Second, func() bool {
+	wait.Until(t, "every answered request to be reported finished", 5*time.Second, func() bool {
 		return backends[a.addr].InFlight()+backends[b.addr].InFlight()+backends[dead].InFlight() == 0
 	})
 	served := backends[a.addr].Total() + backends[b.addr].Total()
@@ -136,7 +137,7 @@ func TestStateSurvivesReload(t *testing.T) {
 		return sum
 	}
 	waitTotal := func(want uint64) {
-		waitFor(t, fmt.Sprintf("backends to have finished %d requests in all", want), 5*time.Second,
+		wait.Until(t, fmt.Sprintf("backends to have finished %d requests in all", want), 5*time.Second,
 			func() bool { return total() == want })
 	}
 	before := total()
@@ -178,7 +179,7 @@ func TestClientAbortIsNotABackendFailure(t *testing.T) {
 	if !ok {
 		t.Fatal("backend not in the registry")
 	}
-	waitFor(t, "aborted requests to be reported finished", 5*time.Second, func() bool { return be.InFlight() == 0 })
+	wait.Until(t, "aborted requests to be reported finished", 5*time.Second, func() bool { return be.InFlight() == 0 })
 	if f := be.Failures(); f != 0 {
 		t.Fatalf("%d client aborts counted as backend failures", f)
 	}

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // request sends a GET to url with the given headers and returns the
@@ -181,7 +183,7 @@ func TestContentSwitchingByCookieField(t *testing.T) {
 	}
 	// It comes back, and takes its requests back.
 	p1.restart(t)
-	waitFor(t, "premium requests to return to the premium pool", 30*time.Second, func() bool {
+	wait.Until(t, "premium requests to return to the premium pool", 30*time.Second, func() bool {
 		_, body := request(t, client, url, gold)
 		return body == "premium1"
 	})
@@ -283,7 +285,7 @@ func TestClientIPPersistence(t *testing.T) {
 	if sessions != 2 {
 		t.Fatalf("sluice_sticky_sessions for pool cart sum to %d, want 2:\n%s", sessions, metrics)
 	}
-	waitFor(t, "idle entries to expire after their 1s timeout", 10*time.Second, func() bool {
+	wait.Until(t, "idle entries to expire after their 1s timeout", 10*time.Second, func() bool {
 		return caddy.pool(t, "cart").Persistence.Entries == 0
 	})
 }
@@ -364,7 +366,7 @@ func TestDrainKeepsStickySessionsUntilItsDeadline(t *testing.T) {
 	checkDraining("after reload")
 
 	// Past the deadline a receives nothing, its sticky client included.
-	waitFor(t, "the drain deadline to cut a's sessions", 15*time.Second, func() bool {
+	wait.Until(t, "the drain deadline to cut a's sessions", 15*time.Second, func() bool {
 		_, body := request(t, client, url, map[string]string{"X-Api-Key": ka})
 		return body == "b"
 	})
@@ -535,7 +537,7 @@ func TestOperatorDecisionsReachEveryInstanceSharingStorage(t *testing.T) {
 	if got := served(t, url1, 10, nil); got["b"] != 10 {
 		t.Fatalf("lb1 sent %v after a went offline there", got)
 	}
-	waitFor(t, "lb2 to take the offline decision from storage", 10*time.Second, func() bool {
+	wait.Until(t, "lb2 to take the offline decision from storage", 10*time.Second, func() bool {
 		return lb2.pool(t, "web").state(a.addr) == "offline"
 	})
 	if got := served(t, url2, 10, nil); got["b"] != 10 {
@@ -543,7 +545,7 @@ func TestOperatorDecisionsReachEveryInstanceSharingStorage(t *testing.T) {
 	}
 
 	lb2.act(t, "web", b.addr, "weight", `{"weight": 4}`)
-	waitFor(t, "lb1 to take lb2's weight", 10*time.Second, func() bool {
+	wait.Until(t, "lb1 to take lb2's weight", 10*time.Second, func() bool {
 		for _, be := range lb1.pool(t, "web").Backends {
 			if be.Address == b.addr {
 				return be.Weight == 4
@@ -562,7 +564,7 @@ func TestOperatorDecisionsReachEveryInstanceSharingStorage(t *testing.T) {
 		t.Fatalf("a restarted instance sent %v", got)
 	}
 	lb3.act(t, "web", a.addr, "online", "")
-	waitFor(t, "lb1 to take the online decision", 10*time.Second, func() bool {
+	wait.Until(t, "lb1 to take the online decision", 10*time.Second, func() bool {
 		return lb1.pool(t, "web").state(a.addr) == "active"
 	})
 
@@ -603,7 +605,7 @@ func TestTLSSitesHaveTheirOwnCertificates(t *testing.T) {
 	caddy := runConfig(t, cfg, "http://"+cfg["admin"].(map[string]any)["listen"].(string)+"/config/")
 
 	roots := x509.NewCertPool()
-	waitFor(t, "Caddy's internal CA to exist", 30*time.Second, func() bool {
+	wait.Until(t, "Caddy's internal CA to exist", 30*time.Second, func() bool {
 		pem, err := os.ReadFile(filepath.Join(caddy.storage, "pki", "authorities", "local", "root.crt"))
 		return err == nil && roots.AppendCertsFromPEM(pem)
 	})
@@ -614,7 +616,7 @@ func TestTLSSitesHaveTheirOwnCertificates(t *testing.T) {
 		}
 		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig, DialContext: dial}}
 		var body string
-		waitFor(t, site+" to serve with its certificate", 30*time.Second, func() bool {
+		wait.Until(t, site+" to serve with its certificate", 30*time.Second, func() bool {
 			resp, err := c.Get("https://" + site + ":8443/")
 			if err != nil {
 				return false

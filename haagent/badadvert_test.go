@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicelb/sluice/haagent"
 	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // TestBadAdvertsAreDroppedAndCounted sends a master adverts from the
@@ -101,7 +102,7 @@ func TestBadAdvertsAreDroppedAndCounted(t *testing.T) {
 		Dropped map[string]uint64 `json:"dropped_adverts"`
 		Foreign int               `json:"foreign_address_lists"`
 	}
-	if !waitFor(3*time.Second, func() bool {
+	if !wait.For(3*time.Second, func() bool {
 		for line := range strings.Lines(lb1.out.String()) {
 			if strings.Contains(line, `"msg":"status"`) {
 				return json.Unmarshal([]byte(line), &status) == nil

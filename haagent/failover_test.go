@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicelb/sluice/haagent"
 	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // margin is what a loaded 2-core VM may add to a VRRP timer before the
@@ -268,7 +269,7 @@ func TestNoTwoMasters(t *testing.T) {
 		case 2: // lb2 restarts while backup, then lb1 while lb2 is up
 			lb2.stop()
 			lb2 = l.haagent(l.net.LB2.NS, l.routerConf(100))
-			if !waitFor(3*time.Second, func() bool { return strings.Contains(lb2.out.String(), `"to":"BACKUP"`) }) {
+			if !wait.For(3*time.Second, func() bool { return strings.Contains(lb2.out.String(), `"to":"BACKUP"`) }) {
 				t.Fatal("the restarted lb2 never became backup")
 			}
 			lb1.stop()
@@ -342,7 +343,7 @@ func TestReloadKeepsMastership(t *testing.T) {
 	}
 	l.conf("lb1.conf", "router web {\n\tinterface eth0\n\tvrid 999\n}\n")
 	lb1.signal(syscall.SIGHUP)
-	if !waitFor(3*time.Second, func() bool { return strings.Contains(lb1.out.String(), "reload refused") }) {
+	if !wait.For(3*time.Second, func() bool { return strings.Contains(lb1.out.String(), "reload refused") }) {
 		t.Fatal("a configuration with errors was not refused")
 	}
 	if out := lb1.out.String(); !strings.Contains(out, `lb1.conf:3: vrid \"999\"`) {

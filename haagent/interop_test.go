@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/haagent"
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // keepalived runs keepalived 2.x as a VRRPv3 peer in ns. Its adverts
@@ -61,7 +62,7 @@ vrrp_instance web {
 	}
 	d := l.start(ns, "keepalived in "+ns, bin, "-n", "-l", "-D", "-P", "-f", conf, "-p", pid, "-r", vrrpPid)
 	k := &keepalived{daemon: d, vrrpPid: vrrpPid}
-	if !waitFor(5*time.Second, func() bool { _, err := os.Stat(vrrpPid); return err == nil }) {
+	if !wait.For(5*time.Second, func() bool { _, err := os.Stat(vrrpPid); return err == nil }) {
 		l.t.Fatal("keepalived did not start its VRRP process within 5s")
 	}
 	l.t.Cleanup(k.kill)

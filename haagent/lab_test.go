@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // Namespaces of these tests are named hat-t-*, after the project's prefix
@@ -227,20 +228,6 @@ func (d *daemon) exited() bool {
 	}
 }
 
-// waitFor polls cond every 10 ms until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // within returns a context that ends after d.
 func within(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -262,7 +249,7 @@ func netipAddrPort(a netip.Addr, port int) string {
 // first such answer came.
 func (l *lab) answeredBy(host string, timeout time.Duration) (time.Time, bool) {
 	var at time.Time
-	ok := waitFor(timeout, func() bool {
+	ok := wait.For(timeout, func() bool {
 		s, err := l.client.Ask(l.vipAddr(), 50*time.Millisecond)
 		if err == nil && s == host {
 			at = time.Now()

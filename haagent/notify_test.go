@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicelb/sluice/haagent"
 	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/wait"
 	"github.com/sluicelb/sluice/lbcore/notify"
 )
 
@@ -52,7 +53,7 @@ func TestNotifications(t *testing.T) {
 		"first-arg INSTANCE web STOP 150 MASTER",
 	}
 	var calls []string
-	if !waitFor(3*time.Second, func() bool {
+	if !wait.For(3*time.Second, func() bool {
 		b, _ := os.ReadFile(record)
 		calls = strings.Split(strings.TrimSpace(string(b)), "\n")
 		return len(calls) >= len(want)

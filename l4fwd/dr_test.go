@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // drTopology builds one L2 segment (a bridge in its own namespace) with
@@ -69,7 +71,7 @@ func TestDR(t *testing.T) {
 	d := startDaemon(t, lb, fmt.Sprintf(drService, 3, "active", 1, "active"))
 	k := nftIn(t, lb)
 	ok := func() int { return setLen(k, nftables.TableFamilyNetdev, "d1-ok") }
-	waitFor(t, 10*time.Second, "the ruleset", func() bool { return ok() == 2 })
+	wait.Until(t, "the ruleset", 10*time.Second, func() bool { return ok() == 2 })
 	const url = "http://10.79.0.100/"
 
 	t.Run("weights and replies bypass the LB", func(t *testing.T) {
@@ -118,7 +120,7 @@ service onearm {
 	real 10.79.0.12:80
 }
 `)
-		waitFor(t, 5*time.Second, "the NAT service", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == 2 })
+		wait.Until(t, "the NAT service", 5*time.Second, func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == 2 })
 		counts := requests(t, client, "http://10.79.0.100:8080/", 40)
 		if counts["error"] > 0 || counts["r1"] == 0 || counts["r2"] == 0 {
 			t.Errorf("one-arm NAT with snat went %v, want all answered by both servers", counts)

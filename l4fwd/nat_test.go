@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/sluicelb/sluice/internal/wait"
 )
 
 // natTopology builds a two-arm NAT set-up: the client on 10.78.1.0/24,
@@ -105,7 +107,7 @@ func TestNAT(t *testing.T) {
 	started := time.Now()
 	k := nftIn(t, lb)
 	ok := func() int { return setLen(k, nftables.TableFamilyIPv4, "s1-ok") }
-	waitFor(t, 10*time.Second, "the ruleset", func() bool { return ok() == 2 })
+	wait.Until(t, "the ruleset", 10*time.Second, func() bool { return ok() == 2 })
 	const vip = "http://10.78.1.100/"
 
 	t.Run("weights", func(t *testing.T) {
@@ -124,10 +126,10 @@ func TestNAT(t *testing.T) {
 		const bound = 2 * 500 * time.Millisecond // interval × fall
 		// A server's first round decides at once; wait out two intervals
 		// so r2 is known up and must fall through fall failed rounds.
-		waitFor(t, 2*time.Second, "two health rounds", func() bool { return time.Since(started) > 1100*time.Millisecond })
+		wait.Until(t, "two health rounds", 2*time.Second, func() bool { return time.Since(started) > 1100*time.Millisecond })
 		servers[1].stop()
 		stopped := time.Now()
-		waitFor(t, bound+time.Second, "r2 to leave the scheduler", func() bool { return ok() == 1 })
+		wait.Until(t, "r2 to leave the scheduler", bound+time.Second, func() bool { return ok() == 1 })
 		took := time.Since(stopped)
 		t.Logf("r2 left the kernel maps %v after its listener stopped (interval × fall = %v)", took, bound)
 		if took > bound+500*time.Millisecond { // slack for a loaded machine
@@ -137,7 +139,7 @@ func TestNAT(t *testing.T) {
 			t.Errorf("with r2 down, new connections went %v, want all 40 to r1", counts)
 		}
 		servers[1] = server(top, rs[1], "r2", ":80")
-		waitFor(t, 2*time.Second+time.Second, "r2 to return", func() bool { return ok() == 2 })
+		wait.Until(t, "r2 to return", 2*time.Second+time.Second, func() bool { return ok() == 2 })
 		if counts := requests(t, client, vip, 100); counts["r2"] < 5 {
 			t.Errorf("r2 came back but took %v", counts)
 		}
@@ -153,7 +155,7 @@ service plain {
 }
 `
 		d.reload(t, cfg)
-		waitFor(t, 5*time.Second, "persistence", func() bool {
+		wait.Until(t, "persistence", 5*time.Second, func() bool {
 			return setLen(k, nftables.TableFamilyIPv4, "s1-persist") >= 0 && setLen(k, nftables.TableFamilyIPv4, "s2-ok") == 2
 		})
 		one := requestsFrom(t, client, vip, 100, "10.78.1.2")["10.78.1.2"]
@@ -185,14 +187,14 @@ service plain {
 
 	t.Run("drain", func(t *testing.T) {
 		d.reload(t, natConfig(1, "active", 1, "active"))
-		waitFor(t, 5*time.Second, "reload", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == -1 })
+		wait.Until(t, "reload", 5*time.Second, func() bool { return setLen(k, nftables.TableFamilyIPv4, "s2-ok") == -1 })
 		checkDrain(t, d, client, vip, ok, func(r1, r2 string) string { return natConfig(1, r1, 1, r2) })
 	})
 
 	t.Run("client limit", func(t *testing.T) {
 		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tclient_limit 2", 1))
 		// Wait for the client set to exist.
-		waitFor(t, 5*time.Second, "the client limit", func() bool { return setLen(k, nftables.TableFamilyIPv4, "s1-clients") != -1 })
+		wait.Until(t, "the client limit", 5*time.Second, func() bool { return setLen(k, nftables.TableFamilyIPv4, "s1-clients") != -1 })
 		for range 2 { // two connections held open from 10.78.1.2
 			if name, _ := start(t, client, "hold", vip).ask(t); name == "error" {
 				t.Fatal("a connection within the limit failed")
@@ -212,14 +214,14 @@ service plain {
 			return strings.Replace(natConfig(1, "active", 19, r2), "10.78.2.11 weight 1", "10.78.2.11 weight 1 max_conns 1", 1)
 		}
 		d.reload(t, capped("offline"))
-		waitFor(t, 5*time.Second, "r2 offline", func() bool { return ok() == 1 })
+		wait.Until(t, "r2 offline", 5*time.Second, func() bool { return ok() == 1 })
 		if name, _ := start(t, client, "hold", vip).ask(t); name != "r1" {
 			t.Fatalf("the only eligible server is r1, the held connection went to %q", name)
 		}
 		// r2 back: r1's limit chain is untouched, so its count still holds
 		// the connection above.
 		d.reload(t, capped("active"))
-		waitFor(t, 5*time.Second, "r2 active", func() bool { return ok() == 2 })
+		wait.Until(t, "r2 active", 5*time.Second, func() bool { return ok() == 2 })
 		// A connection drawn to full r1 is dropped; its SYN, retransmitted
 		// after a second, is drawn anew.
 		if counts := requestsWithin(t, client, vip, 20, 10*time.Second)[""]; counts["r2"] != 20 {
@@ -232,7 +234,7 @@ service plain {
 			return strings.Replace(natConfig(1, "active", 1, r2), "10.78.2.11 weight 1", "10.78.2.11 weight 1 max_conns 2 min_conns 1", 1)
 		}
 		d.reload(t, thresholds("offline"))
-		waitFor(t, 5*time.Second, "r2 offline", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1}) })
+		wait.Until(t, "r2 offline", 5*time.Second, func() bool { return slices.Equal(members(k, "s1-ok"), []int{1}) })
 		var holds []*proc
 		for range 2 {
 			h := start(t, client, "hold", vip)
@@ -243,19 +245,19 @@ service plain {
 		}
 		d.reload(t, thresholds("active"))
 		// r1 holds max_conns: the daemon's next count takes it out.
-		waitFor(t, 5*time.Second, "r1 to leave the scheduler when full", func() bool { return slices.Equal(members(k, "s1-ok"), []int{2}) })
+		wait.Until(t, "r1 to leave the scheduler when full", 5*time.Second, func() bool { return slices.Equal(members(k, "s1-ok"), []int{2}) })
 		if counts := requests(t, client, vip, 10); counts["r2"] != 10 {
 			t.Errorf("with r1 full, new connections went %v, want all 10 to r2 and none dropped", counts)
 		}
 		for _, h := range holds {
 			h.stop()
 		}
-		waitFor(t, 5*time.Second, "r1 to return below min_conns", func() bool { return slices.Equal(members(k, "s1-ok"), []int{1, 2}) })
+		wait.Until(t, "r1 to return below min_conns", 5*time.Second, func() bool { return slices.Equal(members(k, "s1-ok"), []int{1, 2}) })
 	})
 
 	t.Run("synproxy", func(t *testing.T) {
 		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tsynproxy", 1))
-		waitFor(t, 5*time.Second, "synproxy", func() bool { return setLen(k, nftables.TableFamilyIPv4, "synproxy") == 1 })
+		wait.Until(t, "synproxy", 5*time.Second, func() bool { return setLen(k, nftables.TableFamilyIPv4, "synproxy") == 1 })
 		if loose := strings.TrimSpace(ip(t, "netns", "exec", lb, "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_loose")); loose != "0" {
 			t.Errorf("nf_conntrack_tcp_loose = %s under synproxy, want 0", loose)
 		}
@@ -283,7 +285,7 @@ service plain {
 		// The configuration in force has synproxy on (the previous
 		// subtest); the refused one has it off and adds a service.
 		d.reload(t, natConfig(1, "active", 1, "active")+strings.Replace(natConfig(1, "active", 1, "active"), "service web", "service web2", 1))
-		waitFor(t, 5*time.Second, "the refusal", func() bool { return d.logs.count("reload refused") == 1 })
+		wait.Until(t, "the refusal", 5*time.Second, func() bool { return d.logs.count("reload refused") == 1 })
 		if !strings.Contains(d.logs.text.String(), "overlaps service web") {
 			t.Error("the refusal does not say the VIPs overlap")
 		}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/wait"
 	"github.com/sluicelb/sluice/l4fwd"
 )
 
@@ -190,7 +191,7 @@ func checkDrain(t *testing.T, d *daemon, client, url string, ok func() int, conf
 	}
 	states := map[string]string{first: "drain", other: "active"}
 	d.reload(t, config(states["r1"], states["r2"]))
-	waitFor(t, 5*time.Second, first+" to drain", func() bool { return ok() == 1 })
+	wait.Until(t, first+" to drain", 5*time.Second, func() bool { return ok() == 1 })
 	for range 5 {
 		name, reused := hold.ask(t)
 		if name != first || !reused {
@@ -400,18 +401,6 @@ func (d *daemon) reload(t *testing.T, config string) {
 		t.Fatal(err)
 	}
 	d.cmd.Process.Signal(syscall.SIGHUP)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // ask sends one request over a hold process's connection and returns the
