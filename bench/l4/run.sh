@@ -116,6 +116,16 @@ done
 # Without it, wrk's closed connections pile up in TIME_WAIT and connect() becomes the bottleneck.
 $NS l4t-bnc sysctl -qw net.ipv4.tcp_tw_reuse=1
 $NS l4t-bdc sysctl -qw net.ipv4.tcp_tw_reuse=1
+# The bridges stand for switches. Where the host has br_netfilter loaded (Docker loads it), each
+# namespace starts with bridge-nf-call-* on, and every IPv4 frame a bridge forwards would go
+# through that namespace's IP hooks, which no switch does and which DR, whose client packets
+# cross the bridge twice, would pay twice.
+# BRIDGE_NF=1 leaves them as the host has them, for comparison.
+for ns in l4t-bnlb l4t-bdsw; do
+  if [ "${BRIDGE_NF:-0}" = 0 ] && $NS $ns test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
+    $NS $ns sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0
+  fi
+done
 
 for i in 1 2; do
   $NS l4t-bnr$i "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
