@@ -9,6 +9,7 @@
 #   ROUNDS=5 DUR=10 bash bench/l4/run.sh
 #
 # Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
+#   BACKEND_PROCS (GOMAXPROCS of the real servers; default: Go's, one per CPU)
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
 #   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch;
 #   dr-proto-fwd and dr-proto-dup, the planning prototype's one-rule DR rulesets loaded with
@@ -128,8 +129,8 @@ for ns in l4t-bnlb l4t-bdsw; do
 done
 
 for i in 1 2; do
-  $NS l4t-bnr$i "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
-  $NS l4t-bdr$i "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
+  $NS l4t-bnr$i env ${BACKEND_PROCS:+GOMAXPROCS=$BACKEND_PROCS} "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
+  $NS l4t-bdr$i env ${BACKEND_PROCS:+GOMAXPROCS=$BACKEND_PROCS} "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
 done
 
 cat > "$OUT/nat.conf" <<EOF
