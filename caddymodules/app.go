@@ -46,10 +46,11 @@ type App struct {
 	run    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	ready  chan struct{} // closed once the running configuration's pools are bound
+	// ready is closed, under mu, once the configuration runs and its
+	// static pools are bound; monitors watched from then on start at once.
+	ready chan struct{}
 
 	mu       sync.Mutex
-	running  bool
 	monitors []watchedMonitor
 	pools    map[string]*binder // by the operator's pool name
 	binders  []*binder          // every pool's, named or not
@@ -163,10 +164,9 @@ func (a *App) Start() error {
 		a.bindStatic()
 		a.wg.Go(a.syncDecisions)
 		a.mu.Lock()
-		a.running = true
+		close(a.ready)
 		monitors := a.monitors
 		a.mu.Unlock()
-		close(a.ready)
 		for _, m := range monitors {
 			a.start(m)
 		}
@@ -246,8 +246,10 @@ func (a *App) watch(m *health.Monitor) context.CancelFunc {
 	defer a.mu.Unlock()
 	ctx, cancel := context.WithCancel(a.run)
 	a.monitors = append(a.monitors, watchedMonitor{m, ctx})
-	if a.running {
+	select {
+	case <-a.ready:
 		a.start(watchedMonitor{m, ctx})
+	default: // started with the others once the configuration runs
 	}
 	return cancel
 }
