@@ -55,6 +55,7 @@ service web {
 	vip 10.78.1.100
 	port 80
 	mode nat
+	health http /health
 	interval 500ms
 	timeout 400ms
 	rise 2
@@ -104,7 +105,6 @@ func TestNAT(t *testing.T) {
 	replies.count(t, true, netip.MustParsePrefix("10.78.2.0/24"))  // real servers → client
 	replies.count(t, false, netip.MustParsePrefix("10.78.2.0/24")) // client → real servers
 	d := startDaemon(t, lb, natConfig(3, "active", 1, "active"))
-	started := time.Now()
 	k := nftIn(t, lb)
 	ok := func() int { return setLen(k, nftables.TableFamilyIPv4, "s1-ok") }
 	wait.Until(t, "the ruleset", 10*time.Second, func() bool { return ok() == 2 })
@@ -124,9 +124,11 @@ func TestNAT(t *testing.T) {
 
 	t.Run("health", func(t *testing.T) {
 		const bound = 2 * 500 * time.Millisecond // interval × fall
-		// A server's first round decides at once; wait out two intervals
-		// so r2 is known up and must fall through fall failed rounds.
-		wait.Until(t, "two health rounds", 2*time.Second, func() bool { return time.Since(started) > 1100*time.Millisecond })
+		// A server's first round decides at once; wait until r2 has passed
+		// two, so it is known up and must fall through fall failed rounds.
+		wait.Until(t, "r2 to answer two health checks", 3*time.Second, func() bool {
+			return servers[1].logs.count("health check answered") >= 2
+		})
 		servers[1].stop()
 		stopped := time.Now()
 		wait.Until(t, "r2 to leave the scheduler", bound+time.Second, func() bool { return ok() == 1 })

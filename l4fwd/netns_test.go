@@ -58,6 +58,9 @@ func runRole(role string, args []string) error {
 		name := args[0]
 		fmt.Println("listening")
 		return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/health" {
+				fmt.Fprintln(os.Stderr, "health check answered") // for tests to count
+			}
 			io.WriteString(w, name)
 		}))
 	case "client":
@@ -204,15 +207,12 @@ func checkDrain(t *testing.T, d *daemon, client, url string, ok func() int, conf
 }
 
 // tcpExtCounter reads one TcpExt counter of the network namespace ns from
-// /proc/net/netstat; a counter this kernel does not have reads as 0.
+// /proc/net/netstat, failing if this kernel does not count it.
 func tcpExtCounter(t *testing.T, ns, name string) int64 {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/netstat").Output()
-	if err != nil {
-		t.Fatalf("reading %s's /proc/net/netstat: %v", ns, err)
-	}
+	out := ip(t, "netns", "exec", ns, "cat", "/proc/net/netstat")
 	var names []string
-	for _, line := range strings.Split(string(out), "\n") {
+	for line := range strings.Lines(out) {
 		fields := strings.Fields(line)
 		if len(fields) == 0 || fields[0] != "TcpExt:" {
 			continue
@@ -231,6 +231,7 @@ func tcpExtCounter(t *testing.T, ns, name string) int64 {
 			}
 		}
 	}
+	t.Fatalf("this kernel has no TcpExt counter %s", name)
 	return 0
 }
 
