@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -256,7 +257,7 @@ func (b *Balancer) build(cfg *Config, services []*live) *Desired {
 		s := &ServiceState{Service: l.cfg, ID: l.id, IfIndex: l.dev.Index, LBMAC: l.dev.MAC}
 		// A full real server, or a DR one whose MAC is unknown, is held in
 		// the pool, which then decides who serves (standbys included).
-		members := l.pool.Snapshot().Members
+		members := slices.Clone(l.pool.Snapshot().Members) // a snapshot is never written
 		for i, r := range l.cfg.Reals {
 			members[i].Held = l.full[i] || (l.cfg.Mode == DR && b.macs[r.Addr] == nil)
 		}

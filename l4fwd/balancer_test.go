@@ -308,9 +308,14 @@ service db {
 		{4, []bool{true, false}},  // below it: the primary is back
 	} {
 		n.open = map[uint32]int{mark: step.open}
+		before := l.pool.Snapshot()
+		held := before.Members[0].Held
 		b.round(t.Context(), l)
 		if got := k.eligible(); !slices.Equal(got, step.want) {
 			t.Fatalf("with %d open connections eligible = %v, want %v", step.open, got, step.want)
+		}
+		if before.Members[0].Held != held {
+			t.Fatal("holding the primary wrote into a snapshot already published")
 		}
 	}
 }
