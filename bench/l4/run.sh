@@ -9,7 +9,8 @@
 #   ROUNDS=5 DUR=10 bash bench/l4/run.sh
 #
 # Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
-#   BACKEND_PROCS (GOMAXPROCS of the real servers; default: Go's, one per CPU)
+#   BACKEND_PROCS (GOMAXPROCS of every real server; default: the CPUs shared among the servers
+#   the target reaches, so one server gets them all and each of two gets half; 0: Go's default)
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
 #   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch;
 #   dr-proto-fwd and dr-proto-dup, the planning prototype's one-rule DR rulesets loaded with
@@ -39,6 +40,7 @@ OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/sluice-l4.XXXXXX")}
 mkdir -p "$OUT"
 RAW=$OUT/raw.tsv
 echo "output dir: $OUT"
+echo "wrk -t$THREADS -c$CONNS, ${DUR}s per run, $ROUNDS rounds; real servers at GOMAXPROCS=${BACKEND_PROCS-(CPUs ÷ servers in the target)}"
 
 [ "$(id -u)" = 0 ] || { echo "run as root: the benchmark builds network namespaces" >&2; exit 1; }
 missing=()
@@ -58,8 +60,8 @@ echo "building l4fwd and the backend"
 NS="ip netns exec"
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" "${REALS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" "${REALS[@]}"; do wait "$p" 2>/dev/null || true; done
   for ns in $(ip netns list | awk '{print $1}' | grep '^l4t-b' || true); do ip netns del "$ns"; done
 }
 trap cleanup EXIT
@@ -128,11 +130,6 @@ for ns in l4t-bnlb l4t-bdsw; do
   fi
 done
 
-for i in 1 2; do
-  $NS l4t-bnr$i env ${BACKEND_PROCS:+GOMAXPROCS=$BACKEND_PROCS} "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
-  $NS l4t-bdr$i env ${BACKEND_PROCS:+GOMAXPROCS=$BACKEND_PROCS} "$OUT/backend" -listen :80 -name r$i & PIDS+=($!)
-done
-
 cat > "$OUT/nat.conf" <<EOF
 service web {
 	vip 10.81.1.100
@@ -196,8 +193,27 @@ table netdev l4proto {
 }
 EOF
 }
+# The real servers stand for machines of their own but share this one's CPUs, so each target's
+# servers share them: the one server a direct target reaches runs a thread per CPU, and each of
+# two runs half as many. Two Go servers at a thread per CPU each, reached with no balancer at
+# all, were 14 % slower than one for new connections: their runtimes spin and wake threads for
+# more CPUs than there are, a cost that only the targets spreading over two servers paid.
+REALS=()
+reals() { # target
+  local topo=bn n=2 procs
+  case $1 in dr*) topo=bd ;; esac
+  case $1 in *-direct | dr-one) n=1 ;; esac
+  procs=${BACKEND_PROCS-$(($(nproc) / n > 0 ? $(nproc) / n : 1))}
+  for i in 1 2; do
+    $NS l4t-${topo}r$i env GOMAXPROCS="$procs" "$OUT/backend" -listen :80 -name r$i & REALS+=($!)
+  done
+  for i in 1 2; do
+    for _ in $(seq 50); do $NS l4t-${topo}r$i curl -s -m 1 -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+  done
+}
 SERVER=
 setup() {
+  reals "$1"
   case $1 in
     nat) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     nat-synproxy) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
@@ -217,6 +233,7 @@ setup() {
 }
 teardown() {
   if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; fi
+  kill "${REALS[@]}"; wait "${REALS[@]}" 2>/dev/null || true; REALS=()
   $NS l4t-bnlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
   if $NS l4t-bdlb nft list table netdev l4proto >/dev/null 2>&1; then $NS l4t-bdlb nft delete table netdev l4proto; fi
 }
