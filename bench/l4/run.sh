@@ -11,6 +11,7 @@
 # Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
 #   BACKEND_PROCS (GOMAXPROCS of every real server; default: the CPUs shared among the servers
 #   the target reaches, so one server gets them all and each of two gets half; 0: Go's default)
+#   CSWITCH=1 (count the machine's context switches during each run with perf, per request)
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
 #   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch;
 #   dr-proto-fwd and dr-proto-dup, the planning prototype's one-rule DR rulesets loaded with
@@ -48,6 +49,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v ip >/dev/null || missing+=(iproute2)
 case " $TARGETS " in *" dr-proto-"*) command -v nft >/dev/null || missing+=(nftables) ;; esac
+[ "${CSWITCH:-0}" = 0 ] || command -v perf >/dev/null || missing+=(linux-perf)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} from Debian"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -196,8 +198,9 @@ EOF
 # The real servers stand for machines of their own but share this one's CPUs, so each target's
 # servers share them: the one server a direct target reaches runs a thread per CPU, and each of
 # two runs half as many. Two Go servers at a thread per CPU each, reached with no balancer at
-# all, were 14 % slower than one for new connections: their runtimes spin and wake threads for
-# more CPUs than there are, a cost that only the targets spreading over two servers paid.
+# all, were 14 % slower than one for new connections: with more threads than CPUs, their
+# runtimes went idle and woke up three times per request, against about once for one server,
+# a cost that only the targets spreading over two servers paid.
 REALS=()
 reals() { # target
   local topo=bn n=2 procs
@@ -233,17 +236,20 @@ setup() {
 }
 teardown() {
   if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; fi
-  kill "${REALS[@]}"; wait "${REALS[@]}" 2>/dev/null || true; REALS=()
+  kill "${REALS[@]}" 2>/dev/null || true; wait "${REALS[@]}" 2>/dev/null || true; REALS=()
   $NS l4t-bnlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
   if $NS l4t-bdlb nft list table netdev l4proto >/dev/null 2>&1; then $NS l4t-bdlb nft delete table netdev l4proto; fi
 }
 
-echo -e "round\ttarget\tmode\trps" > "$RAW"
+echo -e "round\ttarget\tmode\trps\tcswitch_per_req" > "$RAW"
 for round in $(seq "$ROUNDS"); do
   for t in $TARGETS; do
     setup "$t"
     for mode in keepalive close; do
       H=(); [ $mode = close ] && H=(-H 'Connection: close')
+      if [ "${CSWITCH:-0}" != 0 ]; then
+        perf stat -a -x, -e context-switches -o "$OUT/cswitch.csv" -- sleep "$DUR" & CS=$!
+      fi
       if [ "$t" = dr-direct2 ]; then
         # Half the threads and connections to each real server, at once; the req/s add up.
         half=(-t$((THREADS / 2 > 0 ? THREADS / 2 : 1)) -c$((CONNS / 2)) -d"${DUR}s" "${H[@]}")
@@ -256,8 +262,13 @@ for round in $(seq "$ROUNDS"); do
         out=$($NS "$(client "$t")" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "${H[@]}" "$(url "$t")" 2>&1)
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
       fi
+      cs=
+      if [ "${CSWITCH:-0}" != 0 ]; then
+        wait "$CS"
+        cs=$(awk -F, -v n="$rps" -v d="$DUR" '/context-switches/ && n > 0 {printf "%.2f", $1 / (n * d)}' "$OUT/cswitch.csv")
+      fi
       errs=$(echo "$out" | grep -E 'Socket errors|Non-2xx' || true)
-      echo -e "$round\t$t\t$mode\t$rps" | tee -a "$RAW"
+      echo -e "$round\t$t\t$mode\t$rps\t$cs" | tee -a "$RAW"
       [ -z "$errs" ] || echo "  $t $mode: $errs"
     done
     teardown
@@ -286,4 +297,12 @@ for t in dict.fromkeys(r["target"] for r in rows):
         cells += [f"{v:,.0f}", f"{v / d:.2f}", f"{v / h:.2f}"]
     print("| " + " | ".join(cells) + " |")
 print("\n(medians of", len({r['round'] for r in rows}), "interleaved rounds; × direct: against the real server reached directly in the same topology)")
+if any(r["cswitch_per_req"] for r in rows):
+    print("\n| target | context switches per request, keep-alive | new conn/request |\n|---|---|---|")
+    for t in dict.fromkeys(r["target"] for r in rows):
+        cells = [t]
+        for m in ("keepalive", "close"):
+            v = [float(r["cswitch_per_req"]) for r in rows if r["target"] == t and r["mode"] == m and r["cswitch_per_req"]]
+            cells.append(f"{statistics.median(v):.2f}" if v else "")
+        print("| " + " | ".join(cells) + " |")
 EOF
