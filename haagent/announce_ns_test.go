@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/nstest"
 )
 
 // TestAnnouncementsAreRepeated counts the gratuitous ARPs the client

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/sluicelb/sluice/haagent"
-	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/nstest"
 	"github.com/sluicelb/sluice/internal/wait"
 )
 

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/sluicelb/sluice/haagent"
-	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/nstest"
 )
 
 // captured is a VRRP datagram with the addresses its checksum covers.

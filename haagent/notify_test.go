@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/haagent"
-	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/nstest"
 	"github.com/sluicelb/sluice/internal/wait"
 	"github.com/sluicelb/sluice/lbcore/notify"
 )

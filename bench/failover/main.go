@@ -37,7 +37,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv4"
 
-	"github.com/sluicelb/sluice/haagent/nstest"
+	"github.com/sluicelb/sluice/internal/nstest"
 )
 
 const (

@@ -1,8 +1,10 @@
-// Package nstest builds the throwaway network that haagent's integration
-// tests and failover benchmark run in: a bridge in a namespace of its own,
-// two load-balancer hosts and a client, each a namespace with an eth0 on
-// the bridge. Only these namespaces carry traffic; the host's own network
-// is never touched. Everything here needs root.
+// Package nstest holds what the tests that build network namespaces share:
+// running ip(8) and sysctl in a namespace, removing namespaces with the
+// processes left in them, and the throwaway network that haagent's
+// integration tests and failover benchmark run in: a bridge in a namespace
+// of its own, two load-balancer hosts and a client, each a namespace with
+// an eth0 on the bridge. Only these namespaces carry traffic; the host's
+// own network is never touched. Everything here needs root.
 package nstest
 
 import (
@@ -12,10 +14,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -91,7 +96,7 @@ func Build(prefix string) (*Net, error) {
 func (n *Net) Close() error { return Remove(n.Prefix) }
 
 // Remove deletes every namespace whose name starts with prefix, and with
-// them their interfaces.
+// them their interfaces, after ending the processes left in them.
 func Remove(prefix string) error {
 	if prefix == "" {
 		return errors.New("nstest: refusing to remove namespaces with an empty prefix")
@@ -104,7 +109,7 @@ func Remove(prefix string) error {
 	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
 		if len(f) > 0 && strings.HasPrefix(f[0], prefix) {
-			if err := ip([]string{"netns", "del", f[0]}); err != nil {
+			if err := RemoveNS(f[0]); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -112,10 +117,23 @@ func Remove(prefix string) error {
 	return errors.Join(errs...)
 }
 
+// RemoveNS ends the processes left in namespace name, which would keep
+// its network alive, and deletes it. The calling process is spared: a
+// thread of its own that In switched into name counts it among them.
+func RemoveNS(name string) error {
+	out, _ := exec.Command("ip", "netns", "pids", name).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return ip([]string{"netns", "del", name})
+}
+
 func ip(cmds ...[]string) error {
 	for _, c := range cmds {
-		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(c, " "), err, strings.TrimSpace(string(out)))
+		if _, err := Output(c...); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -123,6 +141,16 @@ func ip(cmds ...[]string) error {
 
 // IP runs an ip(8) command, e.g. IP("-n", ns, "link", "set", "eth0", "down").
 func IP(args ...string) error { return ip(args) }
+
+// Output runs an ip(8) command (with "netns exec", any command in a
+// namespace) and returns what it printed.
+func Output(args ...string) (string, error) {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
 
 // Sysctl sets key=value pairs in namespace ns.
 func Sysctl(ns string, kv ...string) error {
