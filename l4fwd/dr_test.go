@@ -39,7 +39,7 @@ func drTopology(t *testing.T) (client, lb string, rs []string) {
 	for i := 1; i <= 2; i++ {
 		r := node(fmt.Sprintf("r%d", i), fmt.Sprintf("10.79.0.1%d", i))
 		ip(t, "-n", r, "addr", "add", "10.79.0.100/32", "dev", "lo")
-		sysctl(t, r, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+		sysctl(t, r, "net.ipv4.conf.all.arp_ignore", "1", "net.ipv4.conf.all.arp_announce", "2")
 		rs = append(rs, r)
 	}
 	return client, lb, rs
@@ -110,7 +110,7 @@ func TestDR(t *testing.T) {
 		// The same segment, a NAT service on another port: without SNAT
 		// the servers would answer the client directly from their own
 		// address, and the client would reset the connection.
-		sysctl(t, lb, "net.ipv4.ip_forward=1")
+		sysctl(t, lb, "net.ipv4.ip_forward", "1")
 		d.reload(t, fmt.Sprintf(drService, 1, "active", 1, "active")+`
 service onearm {
 	vip 10.79.0.100

@@ -3,11 +3,11 @@ package l4fwd
 import (
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/sluicelb/sluice/internal/nstest"
 )
 
 // kernelIn returns an NFT programming a fresh namespace of the test's own.
@@ -17,11 +17,11 @@ func kernelIn(t *testing.T) (*NFT, *nftables.Conn) {
 		t.Skip("Test requires root privileges: it programs nftables in a network namespace.")
 	}
 	const ns = "l4t-k"
-	exec.Command("ip", "netns", "del", ns).Run() // a leftover of a run that died
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Skipf("Test requires ip netns (iproute2): %v %s", err, out)
+	_ = nstest.RemoveNS(ns) // a leftover of a run that died
+	if err := nstest.IP("netns", "add", ns); err != nil {
+		t.Skipf("Test requires ip netns (iproute2): %v", err)
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	t.Cleanup(func() { _ = nstest.RemoveNS(ns) })
 	f, err := os.Open("/run/netns/" + ns)
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func natTopology(t *testing.T) (client, lb string, rs []string) {
 	ip(t, "-n", lb, "link", "add", prefix+"br", "type", "bridge")
 	ip(t, "-n", lb, "addr", "add", "10.78.2.1/24", "dev", prefix+"br")
 	ip(t, "-n", lb, "link", "set", prefix+"br", "up")
-	sysctl(t, lb, "net.ipv4.ip_forward=1")
+	sysctl(t, lb, "net.ipv4.ip_forward", "1")
 	for i := 1; i <= 2; i++ {
 		r := addNS(t, fmt.Sprintf("%snr%d", prefix, i))
 		port := fmt.Sprintf("%sp%d", prefix, i)

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/nstest"
 	"github.com/sluicelb/sluice/internal/wait"
 	"github.com/sluicelb/sluice/l4fwd"
 )
@@ -34,7 +35,8 @@ import (
 //	l4fwd ARGS...           the daemon itself (l4fwd.Run)
 const roleEnv = "L4T_ROLE"
 
-// prefix marks every namespace and interface these tests create.
+// prefix marks every namespace and interface these tests create; the
+// benchmark's are l4b-*.
 const prefix = "l4t-"
 
 func TestMain(m *testing.M) {
@@ -146,38 +148,20 @@ func needRoot(t *testing.T) {
 var cleanOnce sync.Once
 
 // removeStale deletes namespaces left by an earlier run that died before
-// its cleanup, after ending the processes inside them (ours, from then).
-// The benchmark's namespaces (l4t-b*) are its own business.
+// its cleanup, with the processes inside them (ours, from then).
 func removeStale() {
-	cleanOnce.Do(func() {
-		entries, _ := os.ReadDir("/run/netns")
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), prefix) && !strings.HasPrefix(e.Name(), prefix+"b") {
-				delNS(e.Name())
-			}
-		}
-	})
-}
-
-func delNS(name string) {
-	out, _ := exec.Command("ip", "netns", "pids", name).Output()
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	exec.Command("ip", "netns", "del", name).Run()
+	cleanOnce.Do(func() { _ = nstest.Remove(prefix) })
 }
 
 // ip runs an ip(8) command (or, with "netns exec", any command in a
 // namespace) and fails the test if it fails.
 func ip(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	out, err := nstest.Output(args...)
 	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // checkDrain holds a connection open from client to url, drains the real
@@ -239,14 +223,17 @@ func tcpExtCounter(t *testing.T, ns, name string) int64 {
 func addNS(t *testing.T, name string) string {
 	t.Helper()
 	ip(t, "netns", "add", name)
-	t.Cleanup(func() { delNS(name) })
+	t.Cleanup(func() { _ = nstest.RemoveNS(name) })
 	ip(t, "-n", name, "link", "set", "lo", "up")
 	return name
 }
 
+// sysctl sets key, value pairs in namespace ns.
 func sysctl(t *testing.T, ns string, kv ...string) {
 	t.Helper()
-	ip(t, append([]string{"netns", "exec", ns, "sysctl", "-qw"}, kv...)...)
+	if err := nstest.Sysctl(ns, kv...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // proc is a process started in a namespace.

@@ -21,12 +21,12 @@
 #   (half the threads and connections each): they tell the forwarding's cost from that of
 #   spreading the load over two servers)
 #
-# Two topologies, as the modes need (namespaces and interfaces named l4t-b*):
-#   NAT: l4t-bnc 10.81.1.2-4 ── l4t-bnlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4t-bnr1/2 10.81.2.11/12
+# Two topologies, as the modes need (namespaces named l4b-*, their interfaces l4t-*):
+#   NAT: l4b-nc 10.81.1.2-4 ── l4b-nlb (10.81.1.1, VIP 10.81.1.100 | 10.81.2.1) ── l4b-nr1/2 10.81.2.11/12
 #        the LB is the real servers' gateway; "nat-direct" is the client to 10.81.2.11, routed by
-#        the same LB with no rules; HAProxy listens on 10.81.1.1:8080 in l4t-bnlb.
-#   DR:  l4t-bdc 10.82.0.50, l4t-bdlb 10.82.0.1 (VIP 10.82.0.100), l4t-bdr1/2 10.82.0.11/12 (VIP on lo)
-#        on one bridge (l4t-bdsw); "dr-direct" is the client to 10.82.0.11 over the bridge.
+#        the same LB with no rules; HAProxy listens on 10.81.1.1:8080 in l4b-nlb.
+#   DR:  l4b-dc 10.82.0.50, l4b-dlb 10.82.0.1 (VIP 10.82.0.100), l4b-dr1/2 10.82.0.11/12 (VIP on lo)
+#        on one bridge (l4b-dsw); "dr-direct" is the client to 10.82.0.11 over the bridge.
 # Every process this script starts is stopped by PID, and its namespaces are deleted, on exit.
 set -euo pipefail
 
@@ -64,7 +64,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}" "${REALS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}" "${REALS[@]}"; do wait "$p" 2>/dev/null || true; done
-  for ns in $(ip netns list | awk '{print $1}' | grep '^l4t-b' || true); do ip netns del "$ns"; done
+  for ns in $(ip netns list | awk '{print $1}' | grep '^l4b-' || true); do ip netns del "$ns"; done
 }
 trap cleanup EXIT
 cleanup # leftovers of a run that died
@@ -72,61 +72,61 @@ cleanup # leftovers of a run that died
 # ------------------------------------------------------------------ topologies
 addns() { ip netns add "$1"; ip -n "$1" link set lo up; }
 
-addns l4t-bnc; addns l4t-bnlb
-ip link add l4t-c netns l4t-bnc type veth peer name l4t-lc netns l4t-bnlb
-ip -n l4t-bnc addr add 10.81.1.2/24 dev l4t-c
-ip -n l4t-bnc addr add 10.81.1.3/24 dev l4t-c
-ip -n l4t-bnc addr add 10.81.1.4/24 dev l4t-c
-ip -n l4t-bnc link set l4t-c up
-ip -n l4t-bnc route add default via 10.81.1.1
+addns l4b-nc; addns l4b-nlb
+ip link add l4t-c netns l4b-nc type veth peer name l4t-lc netns l4b-nlb
+ip -n l4b-nc addr add 10.81.1.2/24 dev l4t-c
+ip -n l4b-nc addr add 10.81.1.3/24 dev l4t-c
+ip -n l4b-nc addr add 10.81.1.4/24 dev l4t-c
+ip -n l4b-nc link set l4t-c up
+ip -n l4b-nc route add default via 10.81.1.1
 # Each target gets a client address of its own (.2 the VIP, .3 direct, .4 HAProxy): the real
 # servers then never see one target's connections land on another's TIME_WAIT sockets, whose
 # timestamps (offset per destination) would make them refuse the SYN for a second.
-ip -n l4t-bnc route add 10.81.2.11/32 via 10.81.1.1 src 10.81.1.3
-ip -n l4t-bnc route replace 10.81.1.1/32 dev l4t-c src 10.81.1.4
-ip -n l4t-bnlb addr add 10.81.1.1/24 dev l4t-lc
-ip -n l4t-bnlb addr add 10.81.1.100/32 dev l4t-lc
-ip -n l4t-bnlb link set l4t-lc up
-ip -n l4t-bnlb link add l4t-br type bridge
-ip -n l4t-bnlb addr add 10.81.2.1/24 dev l4t-br
-ip -n l4t-bnlb link set l4t-br up
-$NS l4t-bnlb sysctl -qw net.ipv4.ip_forward=1
+ip -n l4b-nc route add 10.81.2.11/32 via 10.81.1.1 src 10.81.1.3
+ip -n l4b-nc route replace 10.81.1.1/32 dev l4t-c src 10.81.1.4
+ip -n l4b-nlb addr add 10.81.1.1/24 dev l4t-lc
+ip -n l4b-nlb addr add 10.81.1.100/32 dev l4t-lc
+ip -n l4b-nlb link set l4t-lc up
+ip -n l4b-nlb link add l4t-br type bridge
+ip -n l4b-nlb addr add 10.81.2.1/24 dev l4t-br
+ip -n l4b-nlb link set l4t-br up
+$NS l4b-nlb sysctl -qw net.ipv4.ip_forward=1
 for i in 1 2; do
-  addns l4t-bnr$i
-  ip link add l4t-e netns l4t-bnr$i type veth peer name l4t-p$i netns l4t-bnlb
-  ip -n l4t-bnlb link set l4t-p$i master l4t-br up
-  ip -n l4t-bnr$i addr add 10.81.2.1$i/24 dev l4t-e
-  ip -n l4t-bnr$i link set l4t-e up
-  ip -n l4t-bnr$i route add default via 10.81.2.1
+  addns l4b-nr$i
+  ip link add l4t-e netns l4b-nr$i type veth peer name l4t-p$i netns l4b-nlb
+  ip -n l4b-nlb link set l4t-p$i master l4t-br up
+  ip -n l4b-nr$i addr add 10.81.2.1$i/24 dev l4t-e
+  ip -n l4b-nr$i link set l4t-e up
+  ip -n l4b-nr$i route add default via 10.81.2.1
 done
 
-addns l4t-bdsw
-ip -n l4t-bdsw link add l4t-br type bridge
-ip -n l4t-bdsw link set l4t-br up
+addns l4b-dsw
+ip -n l4b-dsw link add l4t-br type bridge
+ip -n l4b-dsw link set l4t-br up
 drnode() { # name address
-  addns "l4t-bd$1"
-  ip link add l4t-e netns "l4t-bd$1" type veth peer name "l4t-$1" netns l4t-bdsw
-  ip -n l4t-bdsw link set "l4t-$1" master l4t-br up
-  ip -n "l4t-bd$1" addr add "$2/24" dev l4t-e
-  ip -n "l4t-bd$1" link set l4t-e up
+  addns "l4b-d$1"
+  ip link add l4t-e netns "l4b-d$1" type veth peer name "l4t-$1" netns l4b-dsw
+  ip -n l4b-dsw link set "l4t-$1" master l4t-br up
+  ip -n "l4b-d$1" addr add "$2/24" dev l4t-e
+  ip -n "l4b-d$1" link set l4t-e up
 }
 drnode c 10.82.0.50
 drnode lb 10.82.0.1
-ip -n l4t-bdlb addr add 10.82.0.100/32 dev l4t-e
+ip -n l4b-dlb addr add 10.82.0.100/32 dev l4t-e
 for i in 1 2; do
   drnode r$i 10.82.0.1$i
-  ip -n l4t-bdr$i addr add 10.82.0.100/32 dev lo
-  $NS l4t-bdr$i sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+  ip -n l4b-dr$i addr add 10.82.0.100/32 dev lo
+  $NS l4b-dr$i sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
 done
 # Without it, wrk's closed connections pile up in TIME_WAIT and connect() becomes the bottleneck.
-$NS l4t-bnc sysctl -qw net.ipv4.tcp_tw_reuse=1
-$NS l4t-bdc sysctl -qw net.ipv4.tcp_tw_reuse=1
+$NS l4b-nc sysctl -qw net.ipv4.tcp_tw_reuse=1
+$NS l4b-dc sysctl -qw net.ipv4.tcp_tw_reuse=1
 # The bridges stand for switches. Where the host has br_netfilter loaded (Docker loads it), each
 # namespace starts with bridge-nf-call-* on, and every IPv4 frame a bridge forwards would go
 # through that namespace's IP hooks, which no switch does and which DR, whose client packets
 # cross the bridge twice, would pay twice.
 # BRIDGE_NF=1 leaves them as the host has them, for comparison.
-for ns in l4t-bnlb l4t-bdsw; do
+for ns in l4b-nlb l4b-dsw; do
   if [ "${BRIDGE_NF:-0}" = 0 ] && $NS $ns test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
     $NS $ns sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0
   fi
@@ -171,7 +171,7 @@ backend reals
 EOF
 
 # ------------------------------------------------------------------ targets
-client() { case $1 in dr*) echo l4t-bdc ;; *) echo l4t-bnc ;; esac; }
+client() { case $1 in dr*) echo l4b-dc ;; *) echo l4b-nc ;; esac; }
 url() {
   case $1 in
     nat-direct) echo http://10.81.2.11/ ;;
@@ -186,11 +186,11 @@ mac() { ip -n "$1" -br link show l4t-e | awk '{print $3}'; }
 proto() {
   local out='fwd to "l4t-e"'
   [ "$1" = dup ] && out='dup to "l4t-e" drop'
-  $NS l4t-bdlb nft -f - <<EOF
+  $NS l4b-dlb nft -f - <<EOF
 table netdev l4proto {
 	chain ingress {
 		type filter hook ingress device "l4t-e" priority 0; policy accept;
-		ip daddr 10.82.0.100 tcp dport 80 ether saddr set $(mac l4t-bdlb) ether daddr set jhash ip saddr . tcp sport mod 2 map { 0 : $(mac l4t-bdr1), 1 : $(mac l4t-bdr2) } $out
+		ip daddr 10.82.0.100 tcp dport 80 ether saddr set $(mac l4b-dlb) ether daddr set jhash ip saddr . tcp sport mod 2 map { 0 : $(mac l4b-dr1), 1 : $(mac l4b-dr2) } $out
 	}
 }
 EOF
@@ -203,28 +203,28 @@ EOF
 # a cost that only the targets spreading over two servers paid.
 REALS=()
 reals() { # target
-  local topo=bn n=2 procs
-  case $1 in dr*) topo=bd ;; esac
+  local topo=n n=2 procs
+  case $1 in dr*) topo=d ;; esac
   case $1 in *-direct | dr-one) n=1 ;; esac
   procs=${BACKEND_PROCS-$(($(nproc) / n > 0 ? $(nproc) / n : 1))}
   for i in 1 2; do
-    $NS l4t-${topo}r$i env GOMAXPROCS="$procs" "$OUT/backend" -listen :80 -name r$i & REALS+=($!)
+    $NS l4b-${topo}r$i env GOMAXPROCS="$procs" "$OUT/backend" -listen :80 -name r$i & REALS+=($!)
   done
   for i in 1 2; do
-    for _ in $(seq 50); do $NS l4t-${topo}r$i curl -s -m 1 -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
+    for _ in $(seq 50); do $NS l4b-${topo}r$i curl -s -m 1 -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
   done
 }
 SERVER=
 setup() {
   reals "$1"
   case $1 in
-    nat) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
-    nat-synproxy) $NS l4t-bnlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
-    dr) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
-    dr-one) $NS l4t-bdlb "$OUT/l4fwd" -config "$OUT/dr-one.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    nat) $NS l4b-nlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    nat-synproxy) $NS l4b-nlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    dr) $NS l4b-dlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    dr-one) $NS l4b-dlb "$OUT/l4fwd" -config "$OUT/dr-one.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     dr-proto-fwd) proto fwd; SERVER= ;;
     dr-proto-dup) proto dup; SERVER= ;;
-    haproxy) $NS l4t-bnlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
+    haproxy) $NS l4b-nlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
     *) SERVER= ;;
   esac
   [ -n "$SERVER" ] && PIDS+=("$SERVER")
@@ -237,8 +237,8 @@ setup() {
 teardown() {
   if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; fi
   kill "${REALS[@]}" 2>/dev/null || true; wait "${REALS[@]}" 2>/dev/null || true; REALS=()
-  $NS l4t-bnlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
-  if $NS l4t-bdlb nft list table netdev l4proto >/dev/null 2>&1; then $NS l4t-bdlb nft delete table netdev l4proto; fi
+  $NS l4b-nlb sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1 # synproxy's l4fwd set it to 0
+  if $NS l4b-dlb nft list table netdev l4proto >/dev/null 2>&1; then $NS l4b-dlb nft delete table netdev l4proto; fi
 }
 
 echo -e "round\ttarget\tmode\trps\tcswitch_per_req" > "$RAW"
@@ -253,8 +253,8 @@ for round in $(seq "$ROUNDS"); do
       if [ "$t" = dr-direct2 ]; then
         # Half the threads and connections to each real server, at once; the req/s add up.
         half=(-t$((THREADS / 2 > 0 ? THREADS / 2 : 1)) -c$((CONNS / 2)) -d"${DUR}s" "${H[@]}")
-        $NS l4t-bdc wrk "${half[@]}" http://10.82.0.12/ >"$OUT/wrk2.out" 2>&1 &
-        out=$($NS l4t-bdc wrk "${half[@]}" http://10.82.0.11/ 2>&1)
+        $NS l4b-dc wrk "${half[@]}" http://10.82.0.12/ >"$OUT/wrk2.out" 2>&1 &
+        out=$($NS l4b-dc wrk "${half[@]}" http://10.82.0.11/ 2>&1)
         wait $!
         out+=$'\n'$(cat "$OUT/wrk2.out")
         rps=$(echo "$out" | awk '/Requests\/sec/ {s += $2} END {printf "%.2f", s}')
