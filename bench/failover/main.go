@@ -3,7 +3,7 @@
 // VRRP daemon, in the same namespaces, at the same advert interval, runs
 // interleaved. run.sh builds and runs it; README.md has the results.
 //
-// Topology (haagent/nstest): a bridge, lb1 (priority 150) and lb2 (100)
+// Topology (internal/nstest): a bridge, lb1 (priority 150) and lb2 (100)
 // each serving its name on VIP:8080, and a client that connects to the
 // VIP every 10 ms with a 10 ms timeout. Modes:
 //
