@@ -106,6 +106,27 @@ func TestDR(t *testing.T) {
 		checkDrain(t, d, client, url, ok, func(r1, r2 string) string { return fmt.Sprintf(drService, 1, r1, 1, r2) })
 	})
 
+	t.Run("a reused source port is scheduled anew", func(t *testing.T) {
+		// Clients reuse a source port as soon as its connection is gone.
+		// The old flow's entries, closing for 10 s, must not carry the new
+		// connection to a server that takes no new ones.
+		d.reload(t, fmt.Sprintf(drService, 1, "active", 1, "active"))
+		wait.Until(t, "both servers", 5*time.Second, func() bool { return ok() == 2 })
+		const from = "10.79.0.50:47001"
+		first := askOnce(t, client, url, from)
+		other := map[string]string{"r1": "r2", "r2": "r1"}[first]
+		if other == "" {
+			t.Fatalf("answered by %q", first)
+		}
+		states := map[string]string{first: "drain", other: "active"}
+		d.reload(t, fmt.Sprintf(drService, 1, states["r1"], 1, states["r2"]))
+		wait.Until(t, first+" to drain", 5*time.Second, func() bool { return ok() == 1 })
+		if got := askOnce(t, client, url, from); got != other {
+			t.Errorf("a new connection from %s, the port of a closed one to %s, went to %q with %s drained; want %s",
+				from, first, got, first, other)
+		}
+	})
+
 	t.Run("one-arm NAT beside DR", func(t *testing.T) {
 		// The same segment, a NAT service on another port: without SNAT
 		// the servers would answer the client directly from their own

@@ -136,6 +136,17 @@ func update(set string, key, data uint32, timeout time.Duration) expr.Any {
 	return &expr.Dynset{SetName: set, SrcRegKey: key, SrcRegData: data, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout}
 }
 
+// dynsetOpDelete is NFT_DYNSET_OP_DELETE of the kernel's nf_tables.h
+// (5.12 on), which golang.org/x/sys does not name.
+const dynsetOpDelete = 2
+
+// remove is "delete @set { <key> }" from the packet path. For a map the
+// kernel wants a data register even here, loaded (it refuses a rule that
+// reads a register nothing wrote: ENODATA) though it ignores the value.
+func remove(set string, key, data uint32) expr.Any {
+	return &expr.Dynset{SetName: set, SrcRegKey: key, SrcRegData: data, Operation: dynsetOpDelete}
+}
+
 // counter is "counter": its values are read back with GetRules.
 func counter() expr.Any { return &expr.Counter{} }
 

@@ -2,13 +2,16 @@ package l4fwd_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -32,6 +35,7 @@ import (
 //	client URL N [SRC,...] [TIMEOUT]
 //	                        N requests from each source, each on a new connection; prints {"SRC": {"NAME": count}}
 //	hold URL                one keep-alive connection; a request per stdin line, prints "NAME reused"
+//	once URL SRC:PORT       one request from that source address and port, closed with a reset; prints NAME
 //	l4fwd ARGS...           the daemon itself (l4fwd.Run)
 const roleEnv = "L4T_ROLE"
 
@@ -107,6 +111,8 @@ func runRole(role string, args []string) error {
 			fmt.Println(name, reused)
 		}
 		return nil
+	case "once":
+		return once(args[0], args[1])
 	case "l4fwd":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer stop()
@@ -115,6 +121,52 @@ func runRole(role string, args []string) error {
 		return l4fwd.Run(ctx, args, reload, os.Stdout)
 	}
 	return fmt.Errorf("unknown role %q", role)
+}
+
+// once asks rawURL once from the source address from (ip:port) and prints
+// the name that answered. The connection ends with a reset, so no
+// TIME_WAIT holds the port and the next call can reuse it at once, as
+// clients do.
+func once(rawURL, from string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return err
+	}
+	local, err := net.ResolveTCPAddr("tcp", from)
+	if err != nil {
+		return err
+	}
+	d := net.Dialer{LocalAddr: local, Timeout: 3 * time.Second,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var opt error
+			err := c.Control(func(fd uintptr) {
+				opt = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+			})
+			return errors.Join(err, opt)
+		}}
+	conn, err := d.Dial("tcp", net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "80")))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.(*net.TCPConn).SetLinger(0); err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	name, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(name))
+	return nil
 }
 
 func get(c *http.Client, url string, trace *httptrace.ClientTrace) (string, error) {
@@ -365,6 +417,16 @@ func requestsWithin(t *testing.T, ns, url string, n int, timeout time.Duration, 
 	}
 	<-p.done
 	return counts
+}
+
+// askOnce makes one request to url from ns, from the source address and
+// port from, and returns the name that answered.
+func askOnce(t *testing.T, ns, url, from string) string {
+	t.Helper()
+	p := start(t, ns, "once", url, from)
+	name := p.line(t)
+	<-p.done
+	return name
 }
 
 // daemon writes config to a file and runs l4fwd with it inside ns.

@@ -454,6 +454,8 @@ func buildDR(svcs []*ServiceState) *table {
 //	set d3-closing { typeof ip saddr . th sport; flags dynamic,timeout; timeout 10s }  # tcp
 //	set d3-ok, d3-traffic (counter), d3-new (counter) { type ether_addr }
 //	chain d3 {
+//		# tcp: a bare SYN forgets its flow's old entries and goes on to be scheduled
+//		tcp flags & (fin|syn|rst|ack) == syn delete @d3-closing {...} delete @d3-flows {...}
 //		# tcp: a closing flow is sent without refreshing it; a FIN or RST starts the close
 //		ip saddr . th sport @d3-closing ether daddr set ip saddr . th sport map @d3-flows ... dup to DEV drop
 //		tcp flags & (fin|rst) != 0 ... update @d3-closing {...} update @d3-flows { ... timeout 10s } ... drop
@@ -516,15 +518,25 @@ func drService(t *table, s *ServiceState) {
 		// no longer refresh it.
 		closing := t.addSet(nftables.Set{Name: name + "-closing", Concatenation: true, KeyType: typeAddrPort,
 			Dynamic: true, HasTimeout: true, Timeout: closingTimeout, Size: flowMapSize})
-		const fin, rst = 0x01, 0x04
-		finOrRst := []expr.Any{
-			&expr.Payload{DestRegister: reg3, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: reg3, DestRegister: reg3, Len: 1, Mask: []byte{fin | rst}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg3, Data: []byte{0}},
+		const fin, syn, rst, ack = 0x01, 0x02, 0x04, 0x10
+		flags := func(mask byte, op expr.CmpOp, val byte) []expr.Any {
+			return []expr.Any{
+				&expr.Payload{DestRegister: reg3, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+				&expr.Bitwise{SourceRegister: reg3, DestRegister: reg3, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
+				&expr.Cmp{Op: op, Register: reg3, Data: []byte{val}},
+			}
 		}
 		rules = append(rules,
+			// A bare SYN starts a new connection, even from a source port
+			// that a closed one used seconds ago (clients reuse them):
+			// forget that flow, so the SYN is scheduled now — a drained or
+			// failed server gets no new connection — rather than sent
+			// where the old one went. No verdict: the rules below go on.
+			rule(flags(fin|syn|rst|ack, expr.CmpOpEq, syn), flowKey, []expr.Any{
+				remove(closing.def.Name, reg1, 0),
+				&expr.Immediate{Register: reg2, Data: make([]byte, 6)}, remove(flows.def.Name, reg1, reg2)}),
 			rule(flowKey, []expr.Any{inSet(reg1, closing.def.Name)}, known, send, count, out),
-			rule(finOrRst, flowKey, known, []expr.Any{
+			rule(flags(fin|rst, expr.CmpOpNeq, 0), flowKey, known, []expr.Any{
 				update(closing.def.Name, reg1, 0, closingTimeout),
 				update(flows.def.Name, reg1, reg2, closingTimeout)}, send, count, out))
 	}

@@ -156,7 +156,18 @@ func TestBuildDR(t *testing.T) {
 		t.Fatalf("want the netdev table only")
 	}
 	c := chainOf(t, rs, "d1")
-	for i, r := range c.rules[:len(c.rules)-1] {
+	// A bare SYN first forgets the flow's old entries (a reused source
+	// port), then goes on through the rules: no verdict.
+	if types := strings.Join(exprsOf(c.rules[0]), " "); types != "Payload Bitwise Cmp Payload Payload Dynset Immediate Dynset" {
+		t.Fatalf("first rule %s, want the SYN's flags, the flow key and two deletes", types)
+	}
+	for _, e := range c.rules[0] {
+		if ds, ok := e.(*expr.Dynset); ok && ds.Operation != dynsetOpDelete {
+			t.Errorf("the SYN rule updates @%s; it must delete the old entries", ds.SetName)
+		}
+	}
+	for i, r := range c.rules[1 : len(c.rules)-1] {
+		i++
 		types := exprsOf(r)
 		if n := len(types); n < 3 || types[n-2] != "Dup" || types[n-1] != "Verdict" {
 			t.Errorf("rule %d does not end in dup + drop: %v", i, types)
