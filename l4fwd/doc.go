@@ -9,9 +9,11 @@
 // gateway, or with SNAT their source too. DR (direct routing) runs in a
 // netdev ingress chain: it rewrites the destination MAC (and the source,
 // so the segment's switch keeps learning the client where it is),
-// remembers each flow in a dynamic map, and sends the frame back out of
-// the same device (dup + drop, as google/nftables has no fwd); the real
-// servers answer the client directly.
+// remembers each flow in a dynamic map (a bare SYN forgets what the map
+// held for its address and port, so a new connection is always
+// scheduled), and sends the frame back out of the same device (dup +
+// drop, as google/nftables has no fwd); the real servers answer the
+// client directly.
 //
 // The desired state (Desired) is built from the configuration and lbcore's
 // pools, whose backends carry health verdicts (lbcore/health) and operator
