@@ -61,6 +61,7 @@ echo "building l4fwd and the backend"
 
 NS="ip netns exec"
 PIDS=()
+REALS=() # the real servers of the target being measured
 cleanup() {
   for p in "${PIDS[@]}" "${REALS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}" "${REALS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -201,7 +202,6 @@ EOF
 # all, were 14 % slower than one for new connections: with more threads than CPUs, their
 # runtimes went idle and woke up three times per request, against about once for one server,
 # a cost that only the targets spreading over two servers paid.
-REALS=()
 reals() { # target
   local topo=n n=2 procs
   case $1 in dr*) topo=d ;; esac
