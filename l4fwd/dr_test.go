@@ -97,8 +97,11 @@ func TestDR(t *testing.T) {
 			}
 		}
 		t.Logf("flow map: %d entries, %d cut to the closing timeout", len(flows), short)
-		if len(flows) < 400 || short < len(flows)-5 {
-			t.Errorf("flow map holds %d entries, %d of them closing; want the 400 closed connections closing", len(flows), short)
+		// Connections that share an address and port are one entry, and
+		// this client does reuse ports within seconds (seen across the
+		// subtests); one run in a hundred held 391 entries.
+		if len(flows) < 380 || short < len(flows)-5 {
+			t.Errorf("flow map holds %d entries, %d of them closing; want the 400 closed connections' flows closing", len(flows), short)
 		}
 	})
 
