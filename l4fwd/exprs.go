@@ -136,6 +136,21 @@ func update(set string, key, data uint32, timeout time.Duration) expr.Any {
 	return &expr.Dynset{SetName: set, SrcRegKey: key, SrcRegData: data, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout}
 }
 
+// TCP flag bits, as tcpFlags masks and compares them.
+const tcpFIN, tcpSYN, tcpRST, tcpACK = 0x01, 0x02, 0x04, 0x10
+
+// tcpFlags is "tcp flags & mask <op> val", through reg:
+// [ payload load 1b @ transport header + 13 => reg ] [ bitwise ] [ cmp ].
+// tcpFlags(reg, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpEq, tcpSYN) matches
+// a bare SYN, the first packet of a connection.
+func tcpFlags(reg uint32, mask byte, op expr.CmpOp, val byte) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
+		&expr.Cmp{Op: op, Register: reg, Data: []byte{val}},
+	}
+}
+
 // dynsetOpDelete is NFT_DYNSET_OP_DELETE of the kernel's nf_tables.h
 // (5.12 on), which golang.org/x/sys does not name.
 const dynsetOpDelete = 2

@@ -377,14 +377,10 @@ func natService(t *table, s *ServiceState) {
 func synproxyChains(t *table) *set {
 	s := t.addSet(nftables.Set{Name: "synproxy", Concatenation: true, KeyType: typeDispatchPort})
 	match := append(dispatchKey(true), inSet(reg1, "synproxy"))
-	const fin, syn, rst, ack = 0x01, 0x02, 0x04, 0x10
+	bareSYN := tcpFlags(reg1, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpEq, tcpSYN)
 	t.addChain(nftables.Chain{Name: "raw_prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw},
-		append(append([]expr.Any{}, match...),
-			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{fin | syn | rst | ack}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{syn}},
-			&expr.Notrack{}))
+		append(append(append([]expr.Any{}, match...), bareSYN...), &expr.Notrack{}))
 	t.addChain(nftables.Chain{Name: "synproxy_input", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter},
 		append(append(append([]expr.Any{}, match...), ctStateIn(expr.CtStateBitINVALID|expr.CtStateBitUNTRACKED)...),
@@ -518,25 +514,17 @@ func drService(t *table, s *ServiceState) {
 		// no longer refresh it.
 		closing := t.addSet(nftables.Set{Name: name + "-closing", Concatenation: true, KeyType: typeAddrPort,
 			Dynamic: true, HasTimeout: true, Timeout: closingTimeout, Size: flowMapSize})
-		const fin, syn, rst, ack = 0x01, 0x02, 0x04, 0x10
-		flags := func(mask byte, op expr.CmpOp, val byte) []expr.Any {
-			return []expr.Any{
-				&expr.Payload{DestRegister: reg3, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-				&expr.Bitwise{SourceRegister: reg3, DestRegister: reg3, Len: 1, Mask: []byte{mask}, Xor: []byte{0}},
-				&expr.Cmp{Op: op, Register: reg3, Data: []byte{val}},
-			}
-		}
 		rules = append(rules,
 			// A bare SYN starts a new connection, even from a source port
 			// that a closed one used seconds ago (clients reuse them):
 			// forget that flow, so the SYN is scheduled now — a drained or
 			// failed server gets no new connection — rather than sent
 			// where the old one went. No verdict: the rules below go on.
-			rule(flags(fin|syn|rst|ack, expr.CmpOpEq, syn), flowKey, []expr.Any{
+			rule(tcpFlags(reg3, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpEq, tcpSYN), flowKey, []expr.Any{
 				remove(closing.def.Name, reg1, 0),
 				&expr.Immediate{Register: reg2, Data: make([]byte, 6)}, remove(flows.def.Name, reg1, reg2)}),
 			rule(flowKey, []expr.Any{inSet(reg1, closing.def.Name)}, known, send, count, out),
-			rule(flags(fin|rst, expr.CmpOpNeq, 0), flowKey, known, []expr.Any{
+			rule(tcpFlags(reg3, tcpFIN|tcpRST, expr.CmpOpNeq, 0), flowKey, known, []expr.Any{
 				update(closing.def.Name, reg1, 0, closingTimeout),
 				update(flows.def.Name, reg1, reg2, closingTimeout)}, send, count, out))
 	}
