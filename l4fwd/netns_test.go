@@ -2,7 +2,6 @@ package l4fwd_test
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -123,49 +121,34 @@ func runRole(role string, args []string) error {
 	return fmt.Errorf("unknown role %q", role)
 }
 
-// once asks rawURL once from the source address from (ip:port) and prints
+// once asks url once from the source address from (ip:port) and prints
 // the name that answered. The connection ends with a reset, so no
 // TIME_WAIT holds the port and the next call can reuse it at once, as
 // clients do.
-func once(rawURL, from string) error {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return err
-	}
+func once(url, from string) error {
 	local, err := net.ResolveTCPAddr("tcp", from)
 	if err != nil {
 		return err
 	}
-	d := net.Dialer{LocalAddr: local, Timeout: 3 * time.Second,
-		Control: func(_, _ string, c syscall.RawConn) error {
-			var opt error
-			err := c.Control(func(fd uintptr) {
-				opt = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-			})
-			return errors.Join(err, opt)
-		}}
-	conn, err := d.Dial("tcp", net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "80")))
+	d := &net.Dialer{LocalAddr: local, Control: func(_, _ string, c syscall.RawConn) error {
+		var opt error
+		err := c.Control(func(fd uintptr) {
+			opt = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+		})
+		return errors.Join(err, opt)
+	}}
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return c, c.(*net.TCPConn).SetLinger(0)
+	}}
+	name, err := get(&http.Client{Transport: tr, Timeout: 3 * time.Second}, url, nil)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if err := conn.(*net.TCPConn).SetLinger(0); err != nil {
-		return err
-	}
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host); err != nil {
-		return err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	name, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	fmt.Println(string(name))
+	fmt.Println(name)
 	return nil
 }
 
