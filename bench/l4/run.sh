@@ -142,7 +142,7 @@ service web {
 	real 10.81.2.12
 }
 EOF
-sed 's/mode nat/mode nat\n\tsynproxy/' "$OUT/nat.conf" > "$OUT/synproxy.conf"
+sed 's/mode nat/mode nat\n\tsynproxy/' "$OUT/nat.conf" > "$OUT/nat-synproxy.conf"
 cat > "$OUT/dr.conf" <<EOF
 service web {
 	vip 10.82.0.100
@@ -218,10 +218,8 @@ SERVER=
 setup() {
   reals "$1"
   case $1 in
-    nat) $NS l4b-nlb "$OUT/l4fwd" -config "$OUT/nat.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
-    nat-synproxy) $NS l4b-nlb "$OUT/l4fwd" -config "$OUT/synproxy.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
-    dr) $NS l4b-dlb "$OUT/l4fwd" -config "$OUT/dr.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
-    dr-one) $NS l4b-dlb "$OUT/l4fwd" -config "$OUT/dr-one.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    nat | nat-synproxy) $NS l4b-nlb "$OUT/l4fwd" -config "$OUT/$1.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
+    dr | dr-one) $NS l4b-dlb "$OUT/l4fwd" -config "$OUT/$1.conf" 2>>"$OUT/l4fwd.log" & SERVER=$! ;;
     dr-proto-fwd) proto fwd; SERVER= ;;
     dr-proto-dup) proto dup; SERVER= ;;
     haproxy) $NS l4b-nlb haproxy -db -f "$OUT/haproxy.cfg" 2>>"$OUT/haproxy.log" & SERVER=$! ;;
