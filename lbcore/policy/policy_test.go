@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,9 @@ func TestSmoothInterleaving(t *testing.T) {
 	}
 	if got, want := order.String(), "aabacaaaabacaa"; got != want {
 		t.Fatalf("order = %s, want %s", got, want)
+	}
+	if got, want := SmoothOrder([]int{5, 1, 1}), []int{0, 0, 1, 0, 2, 0, 0}; !slices.Equal(got, want) {
+		t.Fatalf("SmoothOrder(5, 1, 1) = %v, want %v", got, want)
 	}
 }
 

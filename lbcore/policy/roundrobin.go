@@ -61,7 +61,7 @@ func buildSchedule(snap *pool.Snapshot, prev *schedule) *schedule {
 		s.next.Store(prev.next.Load())
 	}
 	if total*len(members) <= maxExactWork {
-		exactSmoothOrder(s, members, weights, total)
+		exactSmoothOrder(s, members, weights)
 	} else {
 		strideOrder(s, members, weights, total)
 	}
@@ -94,10 +94,24 @@ func gcd(a, b int) int {
 	return a
 }
 
-// exactSmoothOrder is nginx's algorithm: every step each member gains its
-// weight, the richest is chosen and pays the total.
-func exactSmoothOrder(s *schedule, members []pool.Member, weights []int, total int) {
-	current := make([]int, len(members))
+func exactSmoothOrder(s *schedule, members []pool.Member, weights []int) {
+	for _, i := range SmoothOrder(weights) {
+		s.order = append(s.order, members[i].Backend)
+	}
+}
+
+// SmoothOrder is nginx's smooth weighted round robin: every step each
+// index gains its weight, the richest is chosen and pays the total. It
+// returns sum(weights) steps, index i weights[i] times, as evenly
+// interleaved as the weights allow (5, 1, 1 gives 0 0 1 0 2 0 0). It costs
+// a pass over the weights per step.
+func SmoothOrder(weights []int) []int {
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	order := make([]int, 0, total)
+	current := make([]int, len(weights))
 	for range total {
 		best := 0
 		for i, w := range weights {
@@ -107,8 +121,9 @@ func exactSmoothOrder(s *schedule, members []pool.Member, weights []int, total i
 			}
 		}
 		current[best] -= total
-		s.order = append(s.order, members[best].Backend)
+		order = append(order, best)
 	}
+	return order
 }
 
 // strideOrder interleaves large pools with stride scheduling: each member
