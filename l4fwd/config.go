@@ -51,9 +51,11 @@ type Scheduler uint8
 
 // The schedulers.
 const (
-	// Weighted draws a real server at random in proportion to its weight
-	// (NAT: numgen per connection; DR: a hash of the flow, as DR keeps no
-	// connection state and must send every packet of a flow the same way).
+	// Weighted gives real servers new connections in proportion to their
+	// weights: NAT in turn (numgen inc over interleaved values: 3:1 gives
+	// a a b a), DR by a hash of the flow, as DR keeps no connection state
+	// and a flow's packets must find their server even when its flow-map
+	// entry is gone (a restarted or failed-over load balancer).
 	Weighted Scheduler = iota
 	// SourceHash sends every connection of a client address to the same real
 	// server while the set of eligible servers does not change.

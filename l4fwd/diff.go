@@ -29,14 +29,13 @@ const (
 	opDelChain
 	opAddSet
 	opDelSet
-	opFlushSet
 	opAddElems
 	opDelElems
 	opAddRule
 )
 
 var opWords = [...]string{"add table", "delete table", "add chain", "flush chain", "delete chain",
-	"add set", "delete set", "flush set", "add element", "delete element", "add rule"}
+	"add set", "delete set", "add element", "delete element", "add rule"}
 
 func familyWord(f nftables.TableFamily) string {
 	if f == nftables.TableFamilyNetdev {
@@ -141,15 +140,6 @@ func diff(o, n *table) []op {
 		case ns == nil || !sameSetDef(os.def, ns.def):
 			redefined[os.def.Name] = true
 		case os.def.Dynamic:
-		case os.def.Interval:
-			// Adjacent ranges share boundaries, so ranges are rewritten
-			// whole rather than patched: flush and refill, in one batch.
-			if !reflect.DeepEqual(os.elems, ns.elems) {
-				early = append(early, op{kind: opFlushSet, family: fam, set: ns})
-				if len(ns.elems) > 0 {
-					late = append(late, op{kind: opAddElems, family: fam, set: ns, elems: ns.elems})
-				}
-			}
 		default:
 			gone, added := elementDiff(os.elems, ns.elems)
 			if len(gone) > 0 {
@@ -294,8 +284,6 @@ func send(c *nftables.Conn, name string, ops []op) error {
 			}
 		case opDelSet:
 			c.DelSet(&nftables.Set{Name: o.set.def.Name, Table: t})
-		case opFlushSet:
-			c.FlushSet(&nftables.Set{Name: o.set.def.Name, Table: t})
 		case opAddElems, opDelElems:
 			def := o.set.def
 			def.Table = t

@@ -4,9 +4,11 @@
 // to user space.
 //
 // Two modes. NAT schedules a new connection by setting its conntrack mark
-// (numgen or jhash into an interval map of fixed modulus 1000, weights as
-// ranges) and DNATs by the mark; the load balancer is the real servers'
-// gateway, or with SNAT their source too. DR (direct routing) runs in a
+// (numgen inc or jhash into a map of the values of a fixed modulus, 1000,
+// dealt to the servers by weight and interleaved, so that numgen takes
+// them in turn) and
+// DNATs by the mark; the load balancer is the real servers' gateway, or
+// with SNAT their source too. DR (direct routing) runs in a
 // netdev ingress chain: it rewrites the destination MAC (and the source,
 // so the segment's switch keeps learning the client where it is),
 // remembers each flow in a dynamic map (a bare SYN forgets what the map

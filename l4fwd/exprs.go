@@ -112,16 +112,10 @@ func maskPrefix(reg uint32, bits int) expr.Any {
 	return &expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: m, Xor: make([]byte, 4)}
 }
 
-// hton is "byteorder reg = hton(reg, 4, 4)": numgen and hash write host
-// order, while interval maps compare keys as big-endian bytes. nft adds it
-// silently; without it 0-749 would not hold 1 (0x01000000 on x86).
-func hton(reg uint32) expr.Any {
-	return &expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 4, Size: 4}
-}
-
-// numgen is "numgen random mod Modulus": [ numgen reg = random mod 1000 ].
+// numgen is "numgen inc mod Modulus": [ numgen reg = inc mod 1000 ], a
+// counter that walks the scheduler's interleaved values in turn.
 func numgen(reg uint32) expr.Any {
-	return &expr.Numgen{Register: reg, Modulus: Modulus, Type: unix.NFT_NG_RANDOM}
+	return &expr.Numgen{Register: reg, Modulus: Modulus, Type: unix.NFT_NG_INCREMENTAL}
 }
 
 // jhash is "jhash <src, n bytes> mod Modulus seed <seed>".
@@ -221,6 +215,7 @@ func keyPort(p uint16) []byte { return binaryutil.BigEndian.PutUint16(p) }
 // expression writes it.
 func keyMark(m uint32) []byte { return binaryutil.NativeEndian.PutUint32(m) }
 
-// keySlot is a scheduler value as an interval-map key: big-endian, since
-// the rule converts the numgen/jhash result with hton.
-func keySlot(v uint32) []byte { return binaryutil.BigEndian.PutUint32(v) }
+// keySlot is a scheduler value as a map key: in host order, as numgen and
+// jhash write it. (An interval map would compare keys as big-endian bytes
+// and need the result converted with hton first, as nft does silently.)
+func keySlot(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }

@@ -112,6 +112,11 @@ func TestNAT(t *testing.T) {
 
 	t.Run("weights", func(t *testing.T) {
 		counts := checkThreeToOne(t, client, vip)
+		// NAT deals new connections in turn (a a b a), so any 400 in a
+		// row hold exactly 300 for r1; a random draw would miss by ±9.
+		if counts["r1"] != 300 {
+			t.Errorf("r1 took %d of 400 new connections, want 300: NAT should take the servers in turn", counts["r1"])
+		}
 		pk := replies.packets(t)
 		if pk[0] == 0 || pk[1] == 0 {
 			t.Errorf("LB forwarded %d reply and %d request packets; in NAT replies must pass the LB", pk[0], pk[1])

@@ -266,7 +266,7 @@ func snatRule(to string) []expr.Any {
 
 // natService adds one NAT service's sets and chains:
 //
-//	map s3-sched { typeof numgen random mod 1000 : ct mark; flags interval }  # weights as ranges
+//	map s3-sched { typeof numgen inc mod 1000 : ct mark }  # 1000 values dealt by weight, interleaved
 //	set s3-ok { type mark }              # servers that take new connections
 //	set s3-traffic { type mark; counter } # packets and bytes per server
 //	set s3-new { type mark; counter }    # new connections per server
@@ -279,14 +279,14 @@ func snatRule(to string) []expr.Any {
 //	chain s3-new {
 //		add @s3-clients { ip saddr ct count over N } counter drop
 //		ct mark set ip saddr & MASK map @s3-persist
-//		ct mark != @s3-ok ct mark set numgen random mod 1000 map @s3-sched
+//		ct mark != @s3-ok ct mark set numgen inc mod 1000 map @s3-sched  # servers in turn
 //		ct mark != @s3-ok counter drop                                  # no server
 //		ct mark vmap @s3-limits                                         # max_conns
 //		ct mark @s3-new
 //	}
 func natService(t *table, s *ServiceState) {
 	name := svcName(s)
-	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true, Interval: true,
+	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeMark})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
@@ -340,7 +340,7 @@ func natService(t *table, s *ServiceState) {
 	} else {
 		pick = append(pick, numgen(reg1))
 	}
-	pick = append(pick, hton(reg1), mapTo(reg1, sched.def.Name, reg1), setCtMark(reg1))
+	pick = append(pick, mapTo(reg1, sched.def.Name, reg1), setCtMark(reg1))
 	fresh = append(fresh, pick,
 		[]expr.Any{loadCtMark(reg1), notInSet(reg1, ok.def.Name), counter(), verdict(expr.VerdictDrop)})
 	if limits != nil {
@@ -395,11 +395,15 @@ func synproxyChains(t *table) *set {
 	return s
 }
 
-// addSlot adds one scheduler range, From-To, as the interval map's start
-// and end elements.
+// addSlot maps each scheduler value From-To to val. The map holds every
+// value rather than ranges: interleaved slots are mostly one to three
+// values wide, so an exact map is both smaller than an interval map of
+// their boundaries and a hash lookup, and a change is element updates of
+// the values that change hands.
 func addSlot(t *table, sched *set, sl Slot, val []byte) {
-	t.add(sched, nftables.SetElement{Key: keySlot(sl.From), Val: val})
-	t.add(sched, nftables.SetElement{Key: keySlot(sl.To + 1), IntervalEnd: true})
+	for v := sl.From; v <= sl.To; v++ {
+		t.add(sched, nftables.SetElement{Key: keySlot(v), Val: val})
+	}
 }
 
 // buildDR makes the netdev table: an ingress chain on each device that
@@ -446,7 +450,7 @@ func buildDR(svcs []*ServiceState) *table {
 //
 //	map d3-flows { typeof ip saddr . th sport : ether daddr; flags dynamic,timeout; timeout FLOW }
 //	map d3-persist { typeof ip saddr : ether daddr; flags dynamic,timeout; timeout T }
-//	map d3-sched { typeof jhash ... mod 1000 : ether daddr; flags interval }
+//	map d3-sched { typeof jhash ... mod 1000 : ether daddr }
 //	set d3-closing { typeof ip saddr . th sport; flags dynamic,timeout; timeout 10s }  # tcp
 //	set d3-ok, d3-traffic (counter), d3-new (counter) { type ether_addr }
 //	chain d3 {
@@ -474,7 +478,7 @@ func drService(t *table, s *ServiceState) {
 	flows := t.addSet(nftables.Set{Name: name + "-flows", IsMap: true, Concatenation: true,
 		KeyType: typeAddrPort, DataType: nftables.TypeEtherAddr, Dynamic: true,
 		HasTimeout: true, Timeout: s.FlowTimeout, Size: flowMapSize})
-	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true, Interval: true,
+	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeEtherAddr})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeEtherAddr})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeEtherAddr, Counter: true})
@@ -551,7 +555,7 @@ func drService(t *table, s *ServiceState) {
 	} else {
 		pick = rule(flowKey, []expr.Any{jhash(reg1, reg1, 8, seed(s.Name))})
 	}
-	pick = rule(pick, []expr.Any{hton(reg1), mapTo(reg1, sched.def.Name, reg2)}, persistKey)
+	pick = rule(pick, []expr.Any{mapTo(reg1, sched.def.Name, reg2)}, persistKey)
 	rules = append(rules,
 		rule(pick, send, remember, counted, out),
 		// With the flow or persistence map full, the update above fails

@@ -9,48 +9,85 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/sluicelb/sluice/lbcore/pool"
+	"golang.org/x/sys/unix"
 )
 
 func TestSlots(t *testing.T) {
 	tests := []struct {
 		name    string
 		weights []int
-		want    []Slot
+		counts  map[int]int // values per real server
+		first   []int       // the real servers of the first values, in order
 	}{
-		{"3:1", []int{3, 1}, []Slot{{0, 749, 0}, {750, 999, 1}}},
-		{"skips ineligible", []int{1, 0, 1}, []Slot{{0, 499, 0}, {500, 999, 2}}},
-		{"one", []int{7}, []Slot{{0, 999, 0}}},
-		{"none", []int{0, 0}, nil},
-		{"thirds", []int{1, 1, 1}, []Slot{{0, 333, 0}, {334, 666, 1}, {667, 999, 2}}},
-		{"tiny weight keeps a slot", []int{1000, 1}, []Slot{{0, 998, 0}, {999, 999, 1}}},
+		{"3:1", []int{3, 1}, map[int]int{0: 750, 1: 250}, []int{0, 0, 1, 0, 0, 0, 1, 0}},
+		{"skips ineligible", []int{1, 0, 1}, map[int]int{0: 500, 2: 500}, []int{0, 2, 0, 2}},
+		{"one", []int{7}, map[int]int{0: 1000}, []int{0, 0}},
+		{"none", []int{0, 0}, map[int]int{}, nil},
+		{"thirds", []int{1, 1, 1}, map[int]int{0: 334, 1: 333, 2: 333}, []int{0, 1, 2, 0, 1, 2}},
+		{"tiny weight keeps a slot", []int{1000, 1}, map[int]int{0: 999, 1: 1}, []int{0, 0, 0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := slots(tc.weights); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("slots(%v) = %v, want %v", tc.weights, got, tc.want)
+			values := slotValues(t, tc.weights)
+			counts := map[int]int{}
+			for _, r := range values {
+				counts[r]++
+			}
+			if !reflect.DeepEqual(counts, tc.counts) {
+				t.Errorf("slots(%v) give the servers %v values, want %v", tc.weights, counts, tc.counts)
+			}
+			if len(values) < len(tc.first) || !slices.Equal(values[:len(tc.first)], tc.first) {
+				t.Errorf("slots(%v) begin %v, want %v", tc.weights, values[:min(len(values), 8)], tc.first)
 			}
 		})
 	}
+	// Any weights: numgen inc walks the values in order, so every stretch
+	// of them from the start must give each server its share to within one.
 	r := rand.New(rand.NewPCG(1, 2))
-	for range 1000 {
+	for range 300 {
 		w := make([]int, 1+r.IntN(40))
 		for i := range w {
 			w[i] = r.IntN(maxWeight + 1)
 		}
-		ss := slots(w)
-		next := uint32(0)
-		for _, s := range ss {
-			if s.From != next || s.To < s.From || w[s.Real] == 0 {
-				t.Fatalf("slots(%v) = %v: not a partition of eligible servers", w, ss)
-			}
-			next = s.To + 1
+		values := slotValues(t, w)
+		total := map[int]int{}
+		for _, v := range values {
+			total[v]++
 		}
-		if len(ss) > 0 && next != Modulus {
-			t.Fatalf("slots(%v) cover %d values, want %d", w, next, Modulus)
+		seen := map[int]int{}
+		for k, v := range values {
+			seen[v]++
+			for real, n := range total {
+				due := float64(n) * float64(k+1) / Modulus
+				if d := float64(seen[real]) - due; d > 1 || d < -1 {
+					t.Fatalf("slots(%v): after %d values server %d had %d, due %.1f", w, k+1, real, seen[real], due)
+				}
+			}
 		}
 	}
+}
+
+// slotValues checks that slots(weights) partitions 0 … Modulus-1 among
+// servers of positive weight, and returns the server of each value.
+func slotValues(t *testing.T, weights []int) []int {
+	t.Helper()
+	ss := slots(weights)
+	var values []int
+	for _, s := range ss {
+		if s.From != uint32(len(values)) || s.To < s.From || weights[s.Real] <= 0 {
+			t.Fatalf("slots(%v) = %v: not a partition of eligible servers", weights, ss)
+		}
+		for range s.To - s.From + 1 {
+			values = append(values, s.Real)
+		}
+	}
+	if len(ss) > 0 && len(values) != Modulus {
+		t.Fatalf("slots(%v) cover %d values, want %d", weights, len(values), Modulus)
+	}
+	return values
 }
 
 // desiredFrom builds a desired state from configuration text, every real
@@ -125,11 +162,14 @@ func TestBuildNAT(t *testing.T) {
 		t.Fatalf("%d tables for one NAT service, want the ip table only", len(rs.tables))
 	}
 	fresh := chainOf(t, rs, "s1-new")
-	// ct mark != @s1-ok ct mark set numgen random mod 1000 map @s1-sched:
-	// the hton must come between numgen and the interval-map lookup.
+	// ct mark != @s1-ok ct mark set numgen inc mod 1000 map @s1-sched:
+	// a counter, so that the servers take new connections in turn.
 	pick := strings.Join(exprsOf(fresh.rules[1]), " ")
-	if want := "Ct Lookup Numgen Byteorder Lookup Ct"; pick != want {
+	if want := "Ct Lookup Numgen Lookup Ct"; pick != want {
 		t.Errorf("scheduling rule = %s, want %s", pick, want)
+	}
+	if ng := fresh.rules[1][2].(*expr.Numgen); ng.Type != unix.NFT_NG_INCREMENTAL || ng.Modulus != Modulus {
+		t.Errorf("numgen type %d mod %d, want incremental mod %d", ng.Type, ng.Modulus, Modulus)
 	}
 	refresh := fresh.rules[0]
 	if l, ok := refresh[2].(*expr.Lookup); !ok || l.SetName != "s1-persist" {
@@ -144,9 +184,17 @@ func TestBuildNAT(t *testing.T) {
 	if d, ok := upd[len(upd)-1].(*expr.Dynset); !ok || d.SetName != "s1-persist" || d.Timeout != time.Minute {
 		t.Errorf("persistence refresh does not end in update @s1-persist: %s", exprsOf(upd))
 	}
+	// Every value, keyed as numgen writes it (host order), 3:1 in turn.
 	sched := rs.tables[0].set("s1-sched")
-	if got := len(sched.elems); got != 4 {
-		t.Errorf("s1-sched has %d elements, want 2 ranges (start and end each)", got)
+	if got := len(sched.elems); got != Modulus {
+		t.Fatalf("s1-sched has %d elements, want one per value, %d", got, Modulus)
+	}
+	r1, r2 := keyMark(markOf(1, 1)), keyMark(markOf(1, 2))
+	for v, want := range [][]byte{r1, r1, r2, r1, r1, r1, r2, r1} {
+		e := sched.elems[v]
+		if !slices.Equal(e.Key, binaryutil.NativeEndian.PutUint32(uint32(v))) || !slices.Equal(e.Val, want) {
+			t.Errorf("s1-sched element %d = %x : %x, want %x : %x", v, e.Key, e.Val, binaryutil.NativeEndian.PutUint32(uint32(v)), want)
+		}
 	}
 }
 
@@ -198,8 +246,8 @@ func TestBuildDR(t *testing.T) {
 		t.Fatalf("%d scheduling rules, want 2 (with flow updates, and without for a full flow map)", len(picks))
 	}
 	for _, p := range picks {
-		if !strings.Contains(p, "Hash Byteorder Lookup") {
-			t.Errorf("scheduling rule %s lacks hash → hton → lookup", p)
+		if !strings.Contains(p, "Hash Lookup") {
+			t.Errorf("scheduling rule %s lacks hash → lookup", p)
 		}
 	}
 	if !strings.Contains(picks[0], "Dynset") || strings.Contains(picks[1], "Dynset") {
@@ -232,9 +280,10 @@ service api {
 	}{
 		{"same state", buildRuleset(desiredFrom(t, natText(""))), nil},
 		{"weight change", buildRuleset(desiredFrom(t, strings.Replace(natText(""), "weight 3", "weight 1", 1))),
-			[]string{"flush set ip s1-sched", "add element ip s1-sched (4)"}},
+			// 750 of the 1000 values change hands: 3:1 deals a a b a, 1:1 a b.
+			[]string{"delete element ip s1-sched (750)", "add element ip s1-sched (750)"}},
 		{"server down", buildRuleset(desiredFrom(t, natText(""), "10.0.2.12:80")),
-			[]string{"flush set ip s1-sched", "delete element ip s1-ok (1)", "add element ip s1-sched (2)"}},
+			[]string{"delete element ip s1-sched (250)", "delete element ip s1-ok (1)", "add element ip s1-sched (250)"}},
 		{"max_conns", buildRuleset(desiredFrom(t, strings.Replace(natText(""), "weight 1", "weight 1 max_conns 10", 1))),
 			[]string{"flush chain ip s1-new", "add chain ip r10002", "add set ip s1-limits",
 				"add rule ip s1-new", "add rule ip s1-new", "add rule ip s1-new", "add rule ip s1-new", "add rule ip r10002"}},

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sort"
 
+	"github.com/sluicelb/sluice/lbcore/policy"
 	"github.com/sluicelb/sluice/lbcore/pool"
 )
 
@@ -59,6 +60,9 @@ func markOf(service, real uint16) uint32 { return uint32(service)<<16 | uint32(r
 
 // slots shares Modulus among eligible weights by largest remainder: every
 // eligible server gets at least one slot, and the slots add up to Modulus.
+// The values are dealt out interleaved, so that NAT's "numgen inc", which
+// walks them in order, takes the servers in turn by weight (3:1 gives
+// a a b a, a a b a, ...) rather than a run of 750 and then 250.
 func slots(weights []int) []Slot {
 	total := 0
 	for _, w := range weights {
@@ -66,10 +70,6 @@ func slots(weights []int) []Slot {
 	}
 	if total == 0 {
 		return nil
-	}
-	type share struct {
-		real, n int
-		rem     int
 	}
 	var shares []share
 	given := 0
@@ -99,11 +99,29 @@ func slots(weights []int) []Slot {
 		shares[order[0]].n--
 		given--
 	}
+	return interleave(shares)
+}
+
+// share is one server's part of the scheduler's values.
+type share struct {
+	real, n int
+	rem     int // largest remainder's tie-break
+}
+
+// interleave deals the values 0 … Modulus-1 to the shares in smooth
+// weighted round robin order; a server's consecutive values make one Slot.
+func interleave(shares []share) []Slot {
+	counts := make([]int, len(shares))
+	for i, s := range shares {
+		counts[i] = s.n
+	}
 	var out []Slot
-	from := uint32(0)
-	for _, s := range shares {
-		out = append(out, Slot{From: from, To: from + uint32(s.n) - 1, Real: s.real})
-		from += uint32(s.n)
+	for v, i := range policy.SmoothOrder(counts) {
+		if n := len(out); n > 0 && out[n-1].Real == shares[i].real {
+			out[n-1].To = uint32(v)
+			continue
+		}
+		out = append(out, Slot{From: uint32(v), To: uint32(v), Real: shares[i].real})
 	}
 	return out
 }
