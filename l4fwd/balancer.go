@@ -304,9 +304,52 @@ func (b *Balancer) reconcile(why string) {
 	}
 	b.commits++
 	b.lastErr = ""
+	old := b.desired
 	b.desired = d
 	if len(changes) > 0 {
 		b.log.Info("kernel updated", zap.String("cause", why), zap.Strings("changes", changes))
+	}
+	b.resetDown(old, d)
+}
+
+// resetDown forgets the connections of every real server of a
+// reset_on_down service that went down between old and d, now that the
+// scheduler no longer holds it: their next packets are scheduled anew and
+// answered with a reset by a live server. b.mu must be held.
+func (b *Balancer) resetDown(old, d *Desired) {
+	if old == nil {
+		return
+	}
+	wasDown := map[string]bool{}
+	for _, s := range old.Services {
+		for _, r := range s.Reals {
+			wasDown[s.Name+" "+r.Target(s.Service)] = r.State == pool.Down
+		}
+	}
+	for i, s := range d.Services {
+		if !s.ResetOnDown {
+			continue
+		}
+		for j, r := range s.Reals {
+			target := r.Target(s.Service)
+			if r.State != pool.Down || wasDown[s.Name+" "+target] {
+				continue
+			}
+			var n int
+			var err error
+			if s.Mode == DR {
+				n, err = b.kernel.ForgetFlows(d, i, j)
+			} else {
+				n, err = b.net.ForgetConnections(r.Mark)
+			}
+			if err != nil {
+				b.log.Warn("reset_on_down: forget the connections of a real server that went down", zap.String("service", s.Name),
+					zap.String("real", target), zap.Int("forgotten", n), zap.Error(err))
+				continue
+			}
+			b.log.Info("reset_on_down: forgot the connections of a real server that went down", zap.String("service", s.Name),
+				zap.String("real", target), zap.Int("forgotten", n))
+		}
 	}
 }
 

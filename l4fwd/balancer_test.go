@@ -47,6 +47,8 @@ func (k *fakeKernel) Counters(d *Desired) ([][]Counters, error) {
 	return out, nil
 }
 
+func (k *fakeKernel) ForgetFlows(*Desired, int, int) (int, error) { return 0, nil }
+
 func (k *fakeKernel) Remove() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -73,7 +75,8 @@ func (fakeNet) Route(netip.Addr) (Route, error) { return Route{Device: "eth0"}, 
 func (fakeNet) Device(string) (Device, error) {
 	return Device{Index: 2, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, nil
 }
-func (fakeNet) Connections() (map[uint32]int, error) { return nil, nil }
+func (fakeNet) Connections() (map[uint32]int, error)  { return nil, nil }
+func (fakeNet) ForgetConnections(uint32) (int, error) { return 0, nil }
 func (fakeNet) Neighbor(_ int, a netip.Addr) (net.HardwareAddr, error) {
 	b := a.As4()
 	return net.HardwareAddr{2, 0, b[0], b[1], b[2], b[3]}, nil
@@ -163,6 +166,74 @@ func TestHealthTiming(t *testing.T) {
 		}
 		if n := len(k.applied); n != 3 {
 			t.Errorf("%d kernel transactions, want 3 (load, down, up)", n)
+		}
+	})
+}
+
+// forgetNet records which ct marks' connections it was told to forget.
+type forgetNet struct {
+	fakeNet
+	mu     sync.Mutex
+	forgot []uint32
+}
+
+func (n *forgetNet) ForgetConnections(mark uint32) (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.forgot = append(n.forgot, mark)
+	return 1, nil
+}
+
+func (n *forgetNet) marks() []uint32 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.forgot)
+}
+
+// TestResetOnDown: a reset_on_down service forgets a real server's
+// connections once, when health checks take it out, and again only after
+// it came back and went down anew; a service without it forgets nothing.
+func TestResetOnDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg, err := ParseConfig("t.conf", strings.Replace(timedConfig, "port 80", "port 80\n\treset_on_down", 1)+`
+service api {
+	vip 192.0.2.10
+	port 81
+	interval 2s
+	real 10.0.2.12:80
+}
+`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &forgetNet{}
+		chk := &scripted{failing: map[string]bool{}}
+		b := NewBalancer(zap.NewNop(), &fakeKernel{}, n)
+		b.newChecker = func(HealthConfig) health.Checker { return chk }
+		t.Cleanup(func() { b.Close() })
+		start := time.Now()
+		if err := b.Load(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		at := func(d time.Duration) {
+			time.Sleep(time.Until(start.Add(d)))
+			synctest.Wait()
+		}
+		r2 := b.desired.Services[0].Reals[1].Mark
+		chk.set("10.0.2.12:80", true)
+		at(7 * time.Second) // failed rounds at 0s (the first decides at once), 2s, 4s, 6s
+		if got := n.marks(); !slices.Equal(got, []uint32{r2}) {
+			t.Fatalf("forgotten marks %#x, want r2's of web only (%#x)", got, r2)
+		}
+		chk.set("10.0.2.12:80", false)
+		at(11 * time.Second) // back after rise (2) passed rounds
+		if !b.desired.Services[0].Reals[1].Eligible {
+			t.Fatal("r2 did not come back")
+		}
+		chk.set("10.0.2.12:80", true)
+		at(19 * time.Second)
+		if got := n.marks(); !slices.Equal(got, []uint32{r2, r2}) {
+			t.Errorf("forgotten marks %#x, want r2's twice (down, up, down)", got)
 		}
 	})
 }

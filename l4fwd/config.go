@@ -103,6 +103,13 @@ type Service struct {
 	ClientLimit int
 	// FlowTimeout (DR only) is how long an idle flow keeps its real server.
 	FlowTimeout time.Duration
+	// ResetOnDown forgets the connections (NAT: conntrack entries; DR:
+	// flows) of a real server that health checks mark down, so that each
+	// one's next packet is scheduled anew and a live server answers it with
+	// a reset: its client learns at once, rather than retransmitting into
+	// a dead host until its own timeouts give up (IPVS's
+	// expire_nodest_conn, HAProxy's on-marked-down shutdown-sessions).
+	ResetOnDown bool
 	Health      HealthConfig
 	Reals       []*Real
 }
@@ -355,6 +362,9 @@ func (p *parser) service(d directive) *Service {
 			s.ClientLimit = p.number(o.line, "client_limit", p.one(o), 1, 1<<20)
 		case "flow_timeout":
 			s.FlowTimeout = p.duration(o.line, "flow_timeout", p.one(o))
+		case "reset_on_down":
+			p.none(o)
+			s.ResetOnDown = true
 		case "health":
 			p.healthKind(o, &s.Health)
 		case "health_port":
@@ -538,6 +548,14 @@ func (p *parser) checkService(s *Service, modeLine, portLine int, seen map[strin
 	}
 	if s.SynProxy && (s.Proto != "tcp" || s.Port == 0) {
 		p.fail(at("synproxy"), "service %s: synproxy needs protocol tcp and one port", s.Name)
+	}
+	switch {
+	case s.ResetOnDown && s.Health.Kind == "none":
+		p.fail(at("reset_on_down"), "service %s: reset_on_down needs health checks (with health none no server is ever marked down)", s.Name)
+	case s.ResetOnDown && s.SynProxy:
+		// synproxy turns nf_conntrack_tcp_loose off, so conntrack would
+		// drop a forgotten connection's next packet, not schedule it.
+		p.fail(at("reset_on_down"), "service %s: reset_on_down does not work with synproxy (conntrack then drops a forgotten connection's packets instead of scheduling them)", s.Name)
 	}
 	if s.Health.Kind != "none" && s.Port == 0 && s.Health.Port == 0 {
 		p.fail(at("health"), "service %s serves every port: say which one to check with health_port, or health none", s.Name)

@@ -45,6 +45,7 @@ service mail {
 	mode dr
 	interface eth1
 	scheduler source_hash
+	reset_on_down
 	health tcp
 	health_port 25
 	real 10.0.3.5 state drain
@@ -74,7 +75,7 @@ func TestParseConfig(t *testing.T) {
 	}
 	mail := cfg.Services[1]
 	if mail.Port != 0 || mail.Mode != DR || mail.Interface != "eth1" || mail.Scheduler != SourceHash ||
-		mail.FlowTimeout != DefaultFlowTimeout || mail.Health.Port != 25 || mail.Reals[0].State != pool.Draining {
+		mail.FlowTimeout != DefaultFlowTimeout || !mail.ResetOnDown || mail.Health.Port != 25 || mail.Reals[0].State != pool.Draining {
 		t.Errorf("service mail: %+v", mail)
 	}
 	if got := mail.Reals[0].Target(mail); got != "10.0.3.5:0" {
@@ -147,6 +148,9 @@ func TestConfigErrors(t *testing.T) {
 		{"dr port rewrite", svc("\tmode dr\n\tinterface eth0\n\treal 10.0.2.12:8080\n"), "dr cannot change the port"},
 		{"nat interface", svc("\tinterface eth0\n"), "interface is for mode dr"},
 		{"udp synproxy", svc("\tprotocol udp\n\thealth none\n\tsynproxy\n"), "synproxy needs protocol tcp"},
+		{"reset_on_down unchecked", svc("\thealth none\n\treset_on_down\n"), "l4.conf:5: service web: reset_on_down needs health checks"},
+		{"reset_on_down with synproxy", svc("\tsynproxy\n\treset_on_down\n"), "l4.conf:5: service web: reset_on_down does not work with synproxy"},
+		{"reset_on_down with a value", svc("\treset_on_down yes\n"), "l4.conf:4: reset_on_down takes no value"},
 		{"all ports unchecked", "service web {\n\tvip 10.0.0.1\n\tport all\n\treal 10.0.2.11\n}\n", "say which one to check with health_port"},
 		{"unknown option", svc("\tmaxconn 5\n"), "l4.conf:4: unknown option \"maxconn\" in service web"},
 		{"overlapping vips", svc("") + strings.Replace(svc(""), "service web", "service api", 1),

@@ -3,6 +3,7 @@ package l4fwd_test
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +108,11 @@ func TestDR(t *testing.T) {
 
 	t.Run("drain", func(t *testing.T) {
 		checkDrain(t, d, client, url, ok, func(r1, r2 string) string { return fmt.Sprintf(drService, 1, r1, 1, r2) })
+	})
+
+	t.Run("reset_on_down", func(t *testing.T) {
+		d.reload(t, strings.Replace(fmt.Sprintf(drService, 1, "active", 1, "active"), "mode dr", "mode dr\n\treset_on_down", 1))
+		checkResetOnDown(t, d, client, url, rs[1], ok)
 	})
 
 	t.Run("a reused source port is scheduled anew", func(t *testing.T) {

@@ -46,6 +46,9 @@ func (cfg *Config) Format() string {
 		if s.ClientLimit > 0 {
 			line("client_limit %d", s.ClientLimit)
 		}
+		if s.ResetOnDown {
+			line("reset_on_down")
+		}
 		h := s.Health
 		switch {
 		case h.Kind == "http" || h.Kind == "https":

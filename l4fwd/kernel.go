@@ -2,6 +2,7 @@ package l4fwd
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 )
@@ -15,6 +16,9 @@ type Kernel interface {
 	// Counters reads each real server's counters, indexed like d's
 	// services and their real servers.
 	Counters(d *Desired) ([][]Counters, error)
+	// ForgetFlows deletes the DR flows that d's service svc sends to its
+	// real server real, and says how many went.
+	ForgetFlows(d *Desired, svc, real int) (int, error)
 	// Remove deletes everything l4fwd put in the kernel.
 	Remove() error
 }
@@ -110,6 +114,47 @@ func (k *NFT) Counters(d *Desired) ([][]Counters, error) {
 		}
 	}
 	return out, nil
+}
+
+// ForgetFlows deletes the flow-map entries ("<svc>-flows") that hold the
+// real server's MAC, so each of those flows' next packet is scheduled
+// anew among the eligible servers. Entries added while it reads the map
+// stay: they were scheduled after the server left the scheduler. A flow
+// that times out between the read and the delete fails the whole batch
+// (the kernel has no such element), so it reads and tries again.
+//
+// Equivalent to: nft list map netdev l4fwd d1-flows, then
+// nft delete element netdev l4fwd d1-flows { ... } for each entry to MAC
+func (k *NFT) ForgetFlows(d *Desired, svc, real int) (int, error) {
+	s := d.Services[svc]
+	mac := s.Reals[real].MAC
+	if s.Mode != DR || mac == nil {
+		return 0, nil
+	}
+	set := &nftables.Set{Table: &nftables.Table{Name: d.Table, Family: nftables.TableFamilyNetdev},
+		Name: svcName(s) + "-flows", IsMap: true, KeyType: typeAddrPort, DataType: nftables.TypeEtherAddr}
+	var err error
+	for range 3 {
+		var elems []nftables.SetElement
+		if elems, err = k.conn.GetSetElements(set); err != nil {
+			return 0, fmt.Errorf("read flows of service %s: %w", s.Name, err)
+		}
+		var gone []nftables.SetElement
+		for _, e := range elems {
+			if slices.Equal(e.Val, mac) {
+				gone = append(gone, nftables.SetElement{Key: e.Key})
+			}
+		}
+		if len(gone) == 0 {
+			return 0, nil
+		}
+		if err = k.conn.SetDeleteElements(set, gone); err == nil {
+			if err = k.conn.Flush(); err == nil {
+				return len(gone), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("delete flows of service %s: %w", s.Name, err)
 }
 
 // Remove deletes both of l4fwd's tables, if present.

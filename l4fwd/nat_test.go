@@ -198,6 +198,11 @@ service plain {
 		checkDrain(t, d, client, vip, ok, func(r1, r2 string) string { return natConfig(1, r1, 1, r2) })
 	})
 
+	t.Run("reset_on_down", func(t *testing.T) {
+		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\treset_on_down", 1))
+		checkResetOnDown(t, d, client, vip, rs[1], ok)
+	})
+
 	t.Run("client limit", func(t *testing.T) {
 		d.reload(t, strings.Replace(natConfig(1, "active", 1, "active"), "mode nat", "mode nat\n\tclient_limit 2", 1))
 		// Wait for the client set to exist.

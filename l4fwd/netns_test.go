@@ -225,6 +225,54 @@ func checkDrain(t *testing.T, d *daemon, client, url string, ok func() int, conf
 	}
 }
 
+// checkResetOnDown holds a connection to r2 (namespace r2ns) through url
+// from client, then cuts r2's link, as if its host died: neither answers
+// nor resets come from it. Once health checks take r2 out, l4fwd forgets
+// its connections, so the held connection's next request is answered with
+// a reset by r1 and the client's retry reaches r1 at once, instead of
+// waiting out its timeout. ok counts the eligible servers; d's
+// configuration must have reset_on_down.
+func checkResetOnDown(t *testing.T, d *daemon, client, url, r2ns string, ok func() int) {
+	t.Helper()
+	wait.Until(t, "the reload", 5*time.Second, func() bool { return ok() == 2 })
+	var held *proc
+	for range 16 { // NAT takes the servers in turn; DR hashes, and misses r2 16 times in 65,536
+		h := start(t, client, "hold", url)
+		if name, _ := h.ask(t); name == "r2" {
+			held = h
+			break
+		}
+		h.stop()
+	}
+	if held == nil {
+		t.Fatal("none of 16 new connections went to r2")
+	}
+	forgot := d.logs.count("reset_on_down: forgot")
+	// The link going down takes r2's default route (NAT) with it.
+	route := strings.Fields(ip(t, "-n", r2ns, "route", "show", "default"))
+	ip(t, "-n", r2ns, "link", "set", prefix+"e", "down")
+	defer func() {
+		ip(t, "-n", r2ns, "link", "set", prefix+"e", "up")
+		if len(route) > 0 {
+			ip(t, append([]string{"-n", r2ns, "route", "replace"}, route...)...)
+		}
+		wait.Until(t, "r2 to return", 10*time.Second, func() bool { return ok() == 2 })
+	}()
+	wait.Until(t, "r2 to be taken out and its connections forgotten", 5*time.Second, func() bool {
+		return ok() == 1 && d.logs.count("reset_on_down: forgot") > forgot
+	})
+	asked := time.Now()
+	name, reused := held.ask(t)
+	took := time.Since(asked)
+	t.Logf("the held connection's request after r2 died: answered by %s (reused %v) in %v", name, reused, took)
+	if name != "r1" || reused {
+		t.Errorf("the held connection's request after r2 died was answered by %q (reused %v), want r1 on a new connection", name, reused)
+	}
+	if took > time.Second {
+		t.Errorf("the request took %v: the client should have had a reset at once", took)
+	}
+}
+
 // tcpExtCounter reads one TcpExt counter of the network namespace ns from
 // /proc/net/netstat, failing if this kernel does not count it.
 func tcpExtCounter(t *testing.T, ns, name string) int64 {

@@ -22,6 +22,9 @@ type Network interface {
 	Neighbor(dev int, addr netip.Addr) (net.HardwareAddr, error)
 	// Connections counts the open connections conntrack holds, by ct mark.
 	Connections() (map[uint32]int, error)
+	// ForgetConnections deletes the conntrack entries of ct mark mark and
+	// says how many went.
+	ForgetConnections(mark uint32) (int, error)
 }
 
 // Route is how the host reaches an address.
@@ -111,6 +114,24 @@ func (n *Host) Connections() (map[uint32]int, error) {
 	}
 	return counts, nil
 }
+
+// ForgetConnections deletes every IPv4 conntrack entry with ct mark
+// mark: a real server's connections, whose next packets conntrack then
+// takes up as new ones (nf_conntrack_tcp_loose) and l4fwd schedules.
+//
+// Equivalent to: conntrack -D -f ipv4 --mark $mark
+func (n *Host) ForgetConnections(mark uint32) (int, error) {
+	gone, err := n.h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, markFilter(mark))
+	if err != nil {
+		return int(gone), fmt.Errorf("delete conntrack entries of mark %#x: %w", mark, err)
+	}
+	return int(gone), nil
+}
+
+// markFilter matches conntrack entries by ct mark.
+type markFilter uint32
+
+func (m markFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool { return f.Mark == uint32(m) }
 
 // usable neighbour states: the kernel has a MAC it believes, or believed
 // recently.

@@ -26,6 +26,7 @@ func (routes) Device(name string) (Device, error) {
 }
 func (routes) Neighbor(int, netip.Addr) (net.HardwareAddr, error) { return nil, errNoARP }
 func (routes) Connections() (map[uint32]int, error)               { return nil, nil }
+func (routes) ForgetConnections(uint32) (int, error)              { return 0, nil }
 
 func TestCheckNetwork(t *testing.T) {
 	host := routes{
