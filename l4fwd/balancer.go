@@ -216,7 +216,9 @@ func (b *Balancer) Load(ctx context.Context, cfg *Config) error {
 		}
 	}
 	ids.keep(cfg)
+	old := b.desired
 	b.cfg, b.services, b.desired, b.ids = cfg, next, d, ids
+	b.resetDown(old, d) // a verdict may have come in since the last round's commit
 	oldStop, oldLoops := b.stop, b.loops
 	hctx, stop := context.WithCancel(ctx)
 	b.stop, b.loops = stop, &sync.WaitGroup{}
