@@ -239,7 +239,10 @@ teardown() {
   if $NS l4b-dlb nft list table netdev l4proto >/dev/null 2>&1; then $NS l4b-dlb nft delete table netdev l4proto; fi
 }
 
-echo -e "round\ttarget\tmode\trps\tcswitch_per_req" > "$RAW"
+# cpu_us_per_req: the whole machine's busy CPU time over the run (/proc/stat: user, nice, system,
+# irq, softirq) per request, wrk's and the kernel's included; idle_pct: the share of CPU time idle.
+echo -e "round\ttarget\tmode\trps\tcswitch_per_req\tcpu_us_per_req\tidle_pct" > "$RAW"
+cputicks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; } # busy idle
 for round in $(seq "$ROUNDS"); do
   for t in $TARGETS; do
     setup "$t"
@@ -248,6 +251,7 @@ for round in $(seq "$ROUNDS"); do
       if [ "${CSWITCH:-0}" != 0 ]; then
         perf stat -a -x, -e context-switches -o "$OUT/cswitch.csv" -- sleep "$DUR" & CS=$!
       fi
+      read -r busy0 idle0 < <(cputicks)
       if [ "$t" = dr-direct2 ]; then
         # Half the threads and connections to each real server, at once; the req/s add up.
         half=(-t$((THREADS / 2 > 0 ? THREADS / 2 : 1)) -c$((CONNS / 2)) -d"${DUR}s" "${H[@]}")
@@ -260,13 +264,16 @@ for round in $(seq "$ROUNDS"); do
         out=$($NS "$(client "$t")" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "${H[@]}" "$(url "$t")" 2>&1)
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
       fi
+      read -r busy1 idle1 < <(cputicks)
+      cpu=$(awk -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) -v n="$rps" -v d="$DUR" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {if (n > 0) printf "%.0f\t%.1f", b * 1e6 / hz / (n * d), 100 * i / (b + i)}')
       cs=
       if [ "${CSWITCH:-0}" != 0 ]; then
         wait "$CS"
         cs=$(awk -F, -v n="$rps" -v d="$DUR" '/context-switches/ && n > 0 {printf "%.2f", $1 / (n * d)}' "$OUT/cswitch.csv")
       fi
       errs=$(echo "$out" | grep -E 'Socket errors|Non-2xx' || true)
-      echo -e "$round\t$t\t$mode\t$rps\t$cs" | tee -a "$RAW"
+      echo -e "$round\t$t\t$mode\t$rps\t$cs\t$cpu" | tee -a "$RAW"
       [ -z "$errs" ] || echo "  $t $mode: $errs"
     done
     teardown
@@ -295,6 +302,14 @@ for t in dict.fromkeys(r["target"] for r in rows):
         cells += [f"{v:,.0f}", f"{v / d:.2f}", f"{v / h:.2f}"]
     print("| " + " | ".join(cells) + " |")
 print("\n(medians of", len({r['round'] for r in rows}), "interleaved rounds; × direct: against the real server reached directly in the same topology)")
+print("\n| target | CPU µs per request, keep-alive | new conn/request | idle %, keep-alive | new conn/request |\n|---|---|---|---|---|")
+for t in dict.fromkeys(r["target"] for r in rows):
+    cells = [t]
+    for col, fmt in (("cpu_us_per_req", "{:.0f}"), ("idle_pct", "{:.1f}")):
+        for m in ("keepalive", "close"):
+            v = [float(r[col]) for r in rows if r["target"] == t and r["mode"] == m and r.get(col)]
+            cells.append(fmt.format(statistics.median(v)) if v else "")
+    print("| " + " | ".join(cells) + " |")
 if any(r["cswitch_per_req"] for r in rows):
     print("\n| target | context switches per request, keep-alive | new conn/request |\n|---|---|---|")
     for t in dict.fromkeys(r["target"] for r in rows):
