@@ -287,7 +287,7 @@ func snatRule(to string) []expr.Any {
 func natService(t *table, s *ServiceState) {
 	name := svcName(s)
 	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true,
-		KeyType: nftables.TypeInteger, DataType: nftables.TypeMark})
+		KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeMark})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
 	newConns := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
@@ -479,7 +479,7 @@ func drService(t *table, s *ServiceState) {
 		KeyType: typeAddrPort, DataType: nftables.TypeEtherAddr, Dynamic: true,
 		HasTimeout: true, Timeout: s.FlowTimeout, Size: flowMapSize})
 	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true,
-		KeyType: nftables.TypeInteger, DataType: nftables.TypeEtherAddr})
+		KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeEtherAddr})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeEtherAddr})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeEtherAddr, Counter: true})
 	newFlows := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeEtherAddr, Counter: true})
