@@ -6,13 +6,12 @@
 // Two modes. NAT schedules a new connection by setting its conntrack mark
 // (numgen inc or jhash into a map of the values of a fixed modulus, 1000,
 // dealt to the servers by weight and interleaved, so that numgen takes
-// them in turn) and
-// DNATs by the mark; the load balancer is the real servers' gateway, or
-// with SNAT their source too. DR (direct routing) runs in a
-// netdev ingress chain: it rewrites the destination MAC (and the source,
-// so the segment's switch keeps learning the client where it is),
-// remembers each flow in a dynamic map (a bare SYN forgets what the map
-// held for its address and port, so a new connection is always
+// them in turn) and DNATs by the mark; the load balancer is the real
+// servers' gateway, or with SNAT their source too. DR (direct routing)
+// runs in a netdev ingress chain: it rewrites the destination MAC (and
+// the source, so the segment's switch keeps learning the client where it
+// is), remembers each flow in a dynamic map (a bare SYN forgets what the
+// map held for its address and port, so a new connection is always
 // scheduled), and sends the frame back out of the same device (dup +
 // drop, as google/nftables has no fwd); the real servers answer the
 // client directly.

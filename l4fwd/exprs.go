@@ -216,6 +216,10 @@ func keyPort(p uint16) []byte { return binaryutil.BigEndian.PutUint16(p) }
 func keyMark(m uint32) []byte { return binaryutil.NativeEndian.PutUint32(m) }
 
 // keySlot is a scheduler value as a map key: in host order, as numgen and
-// jhash write it. (An interval map would compare keys as big-endian bytes
-// and need the result converted with hton first, as nft does silently.)
-func keySlot(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+// jhash write it. The scheduler maps hold every value rather than ranges:
+// interleaved, a server's values are mostly one to three wide, so an exact
+// map is smaller than an interval map of their boundaries, a hash lookup,
+// and a change is element updates of the values that change hands. (An
+// interval map would compare keys as big-endian bytes and need the result
+// converted with hton first, as nft does silently.)
+func keySlot(v int) []byte { return binaryutil.NativeEndian.PutUint32(uint32(v)) }

@@ -291,8 +291,8 @@ func natService(t *table, s *ServiceState) {
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
 	newConns := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, Counter: true})
-	for _, sl := range s.Slots {
-		addSlot(t, sched, sl, keyMark(s.Reals[sl.Real].Mark))
+	for v, real := range s.Slots {
+		t.add(sched, nftables.SetElement{Key: keySlot(v), Val: keyMark(s.Reals[real].Mark)})
 	}
 	var limits *set
 	for _, r := range s.Reals {
@@ -395,17 +395,6 @@ func synproxyChains(t *table) *set {
 	return s
 }
 
-// addSlot maps each scheduler value From-To to val. The map holds every
-// value rather than ranges: interleaved slots are mostly one to three
-// values wide, so an exact map is both smaller than an interval map of
-// their boundaries and a hash lookup, and a change is element updates of
-// the values that change hands.
-func addSlot(t *table, sched *set, sl Slot, val []byte) {
-	for v := sl.From; v <= sl.To; v++ {
-		t.add(sched, nftables.SetElement{Key: keySlot(v), Val: val})
-	}
-}
-
 // buildDR makes the netdev table: an ingress chain on each device that
 // carries a DR service, and per service a chain that rewrites the MAC
 // addresses and sends the frame back out of the same device. netdev
@@ -483,8 +472,8 @@ func drService(t *table, s *ServiceState) {
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeEtherAddr})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeEtherAddr, Counter: true})
 	newFlows := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeEtherAddr, Counter: true})
-	for _, sl := range s.Slots {
-		addSlot(t, sched, sl, s.Reals[sl.Real].MAC)
+	for v, real := range s.Slots {
+		t.add(sched, nftables.SetElement{Key: keySlot(v), Val: s.Reals[real].MAC})
 	}
 	for _, r := range s.Reals {
 		if r.MAC == nil {

@@ -22,9 +22,10 @@ type ServiceState struct {
 	*Service
 	ID    uint16 // stable across reloads while the service keeps its name
 	Reals []*RealState
-	// Slots share the scheduler's Modulus among the eligible real servers,
-	// in proportion to their effective weights.
-	Slots []Slot
+	// Slots holds, for each scheduler value 0 … Modulus-1, the index in
+	// Reals of the server it picks: the eligible servers in proportion to
+	// their effective weights. Empty when no server is eligible.
+	Slots []int
 	// DR only: the load balancer's device on the segment.
 	IfIndex int
 	LBMAC   net.HardwareAddr
@@ -39,13 +40,6 @@ type RealState struct {
 	Full  bool             // reached max_conns, not yet below min_conns
 	// Eligible servers take new connections (they hold scheduler slots).
 	Eligible bool
-}
-
-// Slot is a range of scheduler values, From to To inclusive, that picks
-// Reals[Real].
-type Slot struct {
-	From, To uint32
-	Real     int
 }
 
 // Modulus is the size of the scheduler's value space: numgen or jhash
@@ -63,13 +57,17 @@ func markOf(service, real uint16) uint32 { return uint32(service)<<16 | uint32(r
 // The values are dealt out interleaved, so that NAT's "numgen inc", which
 // walks them in order, takes the servers in turn by weight (3:1 gives
 // a a b a, a a b a, ...) rather than a run of 750 and then 250.
-func slots(weights []int) []Slot {
+func slots(weights []int) []int {
 	total := 0
 	for _, w := range weights {
 		total += w
 	}
 	if total == 0 {
 		return nil
+	}
+	type share struct {
+		real, n int
+		rem     int
 	}
 	var shares []share
 	given := 0
@@ -99,29 +97,13 @@ func slots(weights []int) []Slot {
 		shares[order[0]].n--
 		given--
 	}
-	return interleave(shares)
-}
-
-// share is one server's part of the scheduler's values.
-type share struct {
-	real, n int
-	rem     int // largest remainder's tie-break
-}
-
-// interleave deals the values 0 … Modulus-1 to the shares in smooth
-// weighted round robin order; a server's consecutive values make one Slot.
-func interleave(shares []share) []Slot {
 	counts := make([]int, len(shares))
 	for i, s := range shares {
 		counts[i] = s.n
 	}
-	var out []Slot
-	for v, i := range policy.SmoothOrder(counts) {
-		if n := len(out); n > 0 && out[n-1].Real == shares[i].real {
-			out[n-1].To = uint32(v)
-			continue
-		}
-		out = append(out, Slot{From: uint32(v), To: uint32(v), Real: shares[i].real})
+	out := policy.SmoothOrder(counts)
+	for v, i := range out {
+		out[v] = shares[i].real
 	}
 	return out
 }

@@ -59,9 +59,9 @@ func (b *Balancer) Status() (Status, error) {
 	}
 	for i, s := range b.desired.Services {
 		ss := ServiceStatus{Name: s.Name, VIP: s.VIP.String(), Port: s.Port, Proto: s.Proto, Mode: s.Mode.String()}
-		slotsOf := make([]uint32, len(s.Reals))
-		for _, sl := range s.Slots {
-			slotsOf[sl.Real] += sl.To - sl.From + 1
+		slotsOf := make([]int, len(s.Reals))
+		for _, real := range s.Slots {
+			slotsOf[real]++
 		}
 		for j, r := range s.Reals {
 			state := r.State.String()
