@@ -481,9 +481,12 @@ func buildDR(svcs []*ServiceState) *table {
 func drService(t *table, s *ServiceState) {
 	name := svcName(s)
 	steady := s.HashWhileSteady()
+	// Every update names its timeout; the map's own is fixed, so a reload
+	// that changes flow_timeout rewrites the rules but keeps the map, and
+	// the flows it follows.
 	flows := t.addSet(nftables.Set{Name: name + "-flows", IsMap: true, Concatenation: true,
 		KeyType: typeAddrPort, DataType: typeServerSlot, Dynamic: true,
-		HasTimeout: true, Timeout: s.FlowTimeout, Size: flowMapSize})
+		HasTimeout: true, Timeout: DefaultFlowTimeout, Size: flowMapSize})
 	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true,
 		KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: typeServerSlot})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeEtherAddr})
