@@ -531,7 +531,16 @@ func drService(t *table, s *ServiceState) {
 	count := []expr.Any{inSet(reg2, traffic.def.Name)}
 	counted := append(append([]expr.Any{}, count...), inSet(reg2, newFlows.def.Name))
 	bareSYN := tcpFlags(reg3, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpEq, tcpSYN)
-	hash := rule(flowKey, []expr.Any{jhash(reg1, reg1, 8, seed(s.Name))})
+	// schedHash is the scheduler's hash into dst: of the flow or, with
+	// source hashing, of the client's address. Every rule that reads or
+	// records a scheduler value uses it, so a value means one thing.
+	schedHash := func(dst uint32) []expr.Any {
+		if s.Scheduler == SourceHash {
+			return []expr.Any{loadIPSaddr(reg1), jhash(reg1, dst, 4, seed(s.Name))}
+		}
+		return rule(flowKey, []expr.Any{jhash(reg1, dst, 8, seed(s.Name))})
+	}
+	hash := schedHash(reg1)
 
 	var rules [][]expr.Any
 	if steady {
@@ -589,16 +598,10 @@ func drService(t *table, s *ServiceState) {
 		// The persistence map holds only the MAC: the flow's value, which
 		// the flow map records too, is its own hash.
 		hit := rule(persistKey, []expr.Any{mapTo(reg3, name+"-persist", reg2), inSet(reg2, ok.def.Name)},
-			flowKey, []expr.Any{jhash(reg1, sub(reg2, 2), 8, seed(s.Name))})
+			schedHash(sub(reg2, 2)))
 		rules = append(rules, rule(hit, send, remember, counted, out))
 	}
-	var pick []expr.Any
-	if s.Scheduler == SourceHash {
-		pick = []expr.Any{loadIPSaddr(reg1), jhash(reg1, reg1, 4, seed(s.Name))}
-	} else {
-		pick = hash
-	}
-	pick = rule(pick, []expr.Any{mapTo(reg1, sched.def.Name, reg2)}, persistKey)
+	pick := rule(hash, []expr.Any{mapTo(reg1, sched.def.Name, reg2)}, persistKey)
 	rules = append(rules,
 		rule(pick, send, remember, counted, out),
 		// With the flow or persistence map full, the update above fails

@@ -303,6 +303,25 @@ func TestBuildDRMoving(t *testing.T) {
 		t.Errorf("d1-moved = %v, want only 7 : %s", moved, from)
 	}
 
+	// With source hashing every pick hashes the client's address alone,
+	// the steady and moved rules' too: a client's connections share one
+	// server, and a value means the same in every rule and map.
+	sh := buildRuleset(desiredFrom(t, strings.Replace(drText(), "port 80", "port 80\n\tscheduler source_hash", 1)))
+	hashes := 0
+	for _, r := range chainOf(t, sh, "d1").rules {
+		for _, e := range r {
+			if h, ok := e.(*expr.Hash); ok {
+				hashes++
+				if h.Length != 4 {
+					t.Errorf("source_hash rule hashes %d bytes, want the client address (4): %s", h.Length, exprsOf(r))
+				}
+			}
+		}
+	}
+	if hashes < 6 { // steady ×2, moved ×2, scheduling ×2
+		t.Errorf("source_hash chain has %d hashes, want the steady, moved and scheduling rules'", hashes)
+	}
+
 	// Services whose flows are all followed have no steady rules.
 	for _, text := range []string{
 		strings.Replace(drText(), "port 80", "port 80\n\tprotocol udp\n\thealth none", 1),
