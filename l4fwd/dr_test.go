@@ -173,6 +173,18 @@ func TestDR(t *testing.T) {
 		}
 	})
 
+	t.Run("source hashing keeps a client on one server", func(t *testing.T) {
+		loaded := d.logs.count("configuration in force")
+		d.reload(t, strings.Replace(fmt.Sprintf(drService, 1, "active", 1, "active"), "mode dr", "mode dr\n\tscheduler source_hash", 1))
+		wait.Until(t, "the reload", 5*time.Second, func() bool { return d.logs.count("configuration in force") > loaded })
+		// The same servers and weights: no value moves, so every flow goes
+		// by the steady rules, and they must hash the address alone.
+		counts := requests(t, client, url, 40)
+		if len(counts) != 1 || counts["error"] > 0 {
+			t.Errorf("40 connections from one client went %v, want all to one server", counts)
+		}
+	})
+
 	t.Run("one-arm NAT beside DR", func(t *testing.T) {
 		// The same segment, a NAT service on another port: without SNAT
 		// the servers would answer the client directly from their own
