@@ -38,6 +38,7 @@ type Counters struct {
 type Flow struct {
 	Slot int
 	MAC  net.HardwareAddr
+	key  []byte // its key in the map: address and port
 }
 
 // NFT programs nftables over netlink. It remembers the ruleset of its last
@@ -142,23 +143,22 @@ func (k *NFT) ForgetFlows(d *Desired, svc, real int) (int, error) {
 	if s.Mode != DR || mac == nil {
 		return 0, nil
 	}
-	set := flowMap(d, s)
 	var err error
 	for range 3 {
-		var elems []nftables.SetElement
-		if elems, err = k.conn.GetSetElements(set); err != nil {
-			return 0, fmt.Errorf("read flows of service %s: %w", s.Name, err)
+		var flows []Flow
+		if flows, err = k.Flows(d, svc); err != nil {
+			return 0, err
 		}
 		var gone []nftables.SetElement
-		for _, e := range elems {
-			if len(e.Val) >= len(mac) && slices.Equal(e.Val[:len(mac)], mac) {
-				gone = append(gone, nftables.SetElement{Key: e.Key})
+		for _, f := range flows {
+			if slices.Equal(f.MAC, mac) {
+				gone = append(gone, nftables.SetElement{Key: f.key})
 			}
 		}
 		if len(gone) == 0 {
 			return 0, nil
 		}
-		if err = k.conn.SetDeleteElements(set, gone); err == nil {
+		if err = k.conn.SetDeleteElements(flowMap(d, s), gone); err == nil {
 			if err = k.conn.Flush(); err == nil {
 				return len(gone), nil
 			}
@@ -184,7 +184,7 @@ func (k *NFT) Flows(d *Desired, svc int) ([]Flow, error) {
 		if len(e.Val) != int(typeServerSlot.Bytes) {
 			continue
 		}
-		out = append(out, Flow{MAC: net.HardwareAddr(e.Val[:6]),
+		out = append(out, Flow{key: e.Key, MAC: net.HardwareAddr(e.Val[:6]),
 			Slot: int(binaryutil.NativeEndian.Uint32(e.Val[8:]) &^ movingBit)})
 	}
 	return out, nil

@@ -2,6 +2,7 @@ package l4fwd
 
 import (
 	"bytes"
+	"maps"
 	"net"
 	"sort"
 	"time"
@@ -78,12 +79,13 @@ func (s *ServiceState) owner(v int) net.HardwareAddr {
 }
 
 // trackMoves carries prev's moving values over to s and adds those whose
-// server changed between them, as of now. A service that followed every
-// flow before (persistence or the flow map's contents from before a
-// change of kind) has every value moving, its flows all in the map.
+// server changed between them, as of now. A DR service that followed
+// every flow before (persistence, or UDP) has every value moving, its
+// flows all in the map. A change of scheduler is not seen as a move:
+// open flows are hashed the new way, as after a restart.
 func trackMoves(prev, s *ServiceState, now time.Time) map[int]Move {
-	if !s.HashWhileSteady() || prev == nil {
-		return nil // a new service, or l4fwd's start: flows find their server by hash
+	if !s.HashWhileSteady() || prev == nil || prev.Mode != DR {
+		return nil // a new DR service, or l4fwd's start: flows find their server by hash
 	}
 	moving := make(map[int]Move)
 	if !prev.HashWhileSteady() {
@@ -92,9 +94,7 @@ func trackMoves(prev, s *ServiceState, now time.Time) map[int]Move {
 		}
 		return moving
 	}
-	for v, m := range prev.Moving {
-		moving[v] = m
-	}
+	maps.Copy(moving, prev.Moving)
 	for v := range Modulus {
 		was, is := prev.owner(v), s.owner(v)
 		if bytes.Equal(was, is) {

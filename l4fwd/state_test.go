@@ -17,6 +17,9 @@ func TestTrackMoves(t *testing.T) {
 	if got := trackMoves(nil, prev, t0); got != nil {
 		t.Errorf("with nothing in force: %v, want no moves (flows find their server by hash)", got)
 	}
+	if got := trackMoves(desiredFrom(t, natText("")).Services[0], prev, t0); got != nil {
+		t.Errorf("a NAT service turned DR: %d values moving, want none (its flow map is new)", len(got))
+	}
 	if got := trackMoves(prev, prev, t0); len(got) != 0 {
 		t.Errorf("nothing changed: %d values moving", len(got))
 	}
