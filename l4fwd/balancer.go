@@ -1,7 +1,6 @@
 package l4fwd
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -252,9 +251,8 @@ func (b *Balancer) resolve(l *live, a netip.Addr) bool {
 	return old.String() != mac.String()
 }
 
-// build makes the desired state from the services' pools and, for the
-// scheduler values in transition, the state in force. b.mu must be held
-// (it reads b.macs and b.desired).
+// build makes the desired state from the services' pools. b.mu must be
+// held (it reads b.macs).
 func (b *Balancer) build(cfg *Config, services []*live) *Desired {
 	d := &Desired{Table: cfg.Table}
 	for _, l := range services {
@@ -286,24 +284,9 @@ func (b *Balancer) build(cfg *Config, services []*live) *Desired {
 			s.Reals = append(s.Reals, rs)
 		}
 		s.Slots = slots(weights)
-		s.Moving = trackMoves(b.inForce(l.id), s, time.Now())
 		d.Services = append(d.Services, s)
 	}
 	return d
-}
-
-// inForce returns the state in force of the service with ID id, nil if
-// there is none. b.mu must be held.
-func (b *Balancer) inForce(id uint16) *ServiceState {
-	if b.desired == nil {
-		return nil
-	}
-	for _, s := range b.desired.Services {
-		if s.ID == id {
-			return s
-		}
-	}
-	return nil
 }
 
 // reconcile commits the desired state after a health verdict changed.
@@ -428,63 +411,12 @@ func (b *Balancer) round(ctx context.Context, l *live) {
 		}
 		b.mu.Unlock()
 	}
-	if l.cfg.Mode == DR && b.settle(l) {
-		moved = true
-	}
 	if hasMinConns(l.cfg) && b.countConns(l) {
 		moved = true
 	}
 	if l.changed.Swap(false) || moved {
 		b.reconcile("health of service " + l.cfg.Name)
 	}
-}
-
-// settle ends the transitions of l's scheduler values that have played
-// out: a flow timeout has passed since the value last moved, and no flow
-// on it is followed to another server than the value's own. Their flows
-// go by the hash again, with no state kept. It reports whether any ended;
-// the next build leaves them out.
-func (b *Balancer) settle(l *live) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.inForce(l.id)
-	if s == nil || len(s.Moving) == 0 {
-		return false
-	}
-	now := time.Now()
-	var due []int
-	for v, m := range s.Moving {
-		if now.Sub(m.Since) >= s.FlowTimeout {
-			due = append(due, v)
-		}
-	}
-	if len(due) == 0 {
-		return false
-	}
-	flows, err := b.kernel.Flows(b.desired, slices.Index(b.desired.Services, s))
-	if err != nil {
-		b.log.Warn("read the flows of moved scheduler values", zap.String("service", s.Name), zap.Error(err))
-		return false
-	}
-	elsewhere := map[int]bool{}
-	for _, f := range flows {
-		if !bytes.Equal(f.MAC, s.owner(f.Slot)) {
-			elsewhere[f.Slot] = true
-		}
-	}
-	moving := maps.Clone(s.Moving)
-	for _, v := range due {
-		if !elsewhere[v] {
-			delete(moving, v)
-		}
-	}
-	if len(moving) == len(s.Moving) {
-		return false
-	}
-	b.log.Info("scheduler values settled: their flows go by hash again", zap.String("service", s.Name),
-		zap.Int("settled", len(s.Moving)-len(moving)), zap.Int("still_moving", len(moving)))
-	s.Moving = moving // in force until the commit that follows; build carries it over
-	return true
 }
 
 func hasMinConns(s *Service) bool {

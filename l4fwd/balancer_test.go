@@ -49,8 +49,6 @@ func (k *fakeKernel) Counters(d *Desired) ([][]Counters, error) {
 
 func (k *fakeKernel) ForgetFlows(*Desired, int, int) (int, error) { return 0, nil }
 
-func (k *fakeKernel) Flows(*Desired, int) ([]Flow, error) { return nil, nil }
-
 func (k *fakeKernel) Remove() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -101,9 +101,7 @@ type Service struct {
 	// ClientLimit (NAT only) caps the connections one client address may
 	// hold open to the service; 0: no cap.
 	ClientLimit int
-	// FlowTimeout (DR only) is how long an idle flow keeps its real server
-	// once its scheduler value moved, and how long a moved value is
-	// followed flow by flow at least.
+	// FlowTimeout (DR only) is how long an idle flow keeps its real server.
 	FlowTimeout time.Duration
 	// ResetOnDown forgets the connections (NAT: conntrack entries; DR:
 	// flows) of a real server that health checks mark down, so that each

@@ -10,18 +10,11 @@
 // servers' gateway, or with SNAT their source too. DR (direct routing)
 // runs in a netdev ingress chain: it rewrites the destination MAC (and
 // the source, so the segment's switch keeps learning the client where it
-// is) and sends the frame back out of the same device (dup + drop, as
-// google/nftables has no fwd); the real servers answer the client
-// directly. While the scheduler stands still, a TCP flow goes by its
-// hash alone and the kernel keeps no state for it. When a scheduler value
-// changes server (a drain, a failure, a weight), flows on that value are
-// followed in a dynamic map: old ones to where they went (the first
-// packet of one not seen since the change finds its server in a map of
-// the values' previous servers), new ones (a bare SYN, which also forgets
-// what the map held for its address and port) to the new server. Once a
-// flow timeout has passed and no flow on the value goes elsewhere, the
-// value settles and its flows go by hash again. UDP and persistent
-// services follow every flow.
+// is), remembers each flow in a dynamic map (a bare SYN forgets what the
+// map held for its address and port, so a new connection is always
+// scheduled), and sends the frame back out of the same device (dup +
+// drop, as google/nftables has no fwd); the real servers answer the
+// client directly.
 //
 // The desired state (Desired) is built from the configuration and lbcore's
 // pools, whose backends carry health verdicts (lbcore/health) and operator

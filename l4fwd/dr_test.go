@@ -85,66 +85,40 @@ func TestDR(t *testing.T) {
 		if pk[1] < 400*3 { // SYN, ACK, request, FIN... of 400 connections
 			t.Errorf("only %d packets to the VIP reached the LB for 400 connections", pk[1])
 		}
-		// While the scheduler stands still, flows go by their hash alone.
-		if n := len(flowsIn(t, k)); n != 0 {
-			t.Errorf("flow map holds %d entries with the scheduler standing still, want none", n)
+		// Closed connections keep their flow entry only briefly, so churn
+		// cannot fill the flow map.
+		flows, err := k.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: "l4fwd", Family: nftables.TableFamilyNetdev}, Name: "d1-flows"})
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-
-	t.Run("flows are followed where the scheduler moved, until it settles", func(t *testing.T) {
-		config := func(r1, r2 string) string {
-			return strings.Replace(fmt.Sprintf(drService, 1, r1, 1, r2), "mode dr", "mode dr\n\tflow_timeout 1s", 1)
-		}
-		settled := func() int { return d.logs.count("scheduler values settled") }
-		// The weights change: let the values that moved settle first.
-		before := settled()
-		d.reload(t, config("active", "active"))
-		wait.Until(t, "the new weights to settle", 5*time.Second, func() bool { return settled() > before })
-		wait.Until(t, "every value to settle", 5*time.Second, func() bool { return setLen(k, nftables.TableFamilyNetdev, "d1-moved") == 0 })
-
-		hold := start(t, client, "hold", url)
-		defer hold.stop()
-		first, _ := hold.ask(t)
-		other := map[string]string{"r1": "r2", "r2": "r1"}[first]
-		asked := func() {
-			if name, reused := hold.ask(t); name != first || !reused {
-				t.Fatalf("held connection to drained %s answered by %q (reused %v)", first, name, reused)
+		short := 0
+		for _, f := range flows {
+			if f.Timeout <= 10*time.Second {
+				short++
 			}
 		}
-		before = settled()
-		d.reload(t, config(map[string]string{first: "drain", other: "active"}["r1"], map[string]string{first: "drain", other: "active"}["r2"]))
-		wait.Until(t, first+" to drain", 5*time.Second, func() bool { return ok() == 1 })
-		// The held connection, open before its value moved, is followed
-		// to its server from its first packet since.
-		asked()
-		// New connections on the moved values (half of them) are followed
-		// too, and a closed one's entry is cut to the closing timeout, so
-		// churn cannot fill the flow map.
-		if counts := requests(t, client, url, 100); counts[other] != 100 {
-			t.Fatalf("new connections went %v, want all to %s", counts, other)
+		t.Logf("flow map: %d entries, %d cut to the closing timeout", len(flows), short)
+		// Connections that share an address and port are one entry, and
+		// this client does reuse ports within seconds (seen across the
+		// subtests); one run in a hundred held 391 entries.
+		if len(flows) < 380 || short < len(flows)-5 {
+			t.Errorf("flow map holds %d entries, %d of them closing; want the 400 closed connections' flows closing", len(flows), short)
 		}
-		flows, closing := len(flowsIn(t, k)), setLen(k, nftables.TableFamilyNetdev, "d1-closing")
-		t.Logf("flow map: %d entries, %d closing", flows, closing)
-		if flows < 20 || flows > 90 || closing != flows-1 {
-			t.Errorf("flow map holds %d entries, %d closing; want the held flow and about half of 100 closed ones, closing", flows, closing)
-		}
-		// A flow timeout on, the values with no flow sent elsewhere go by
-		// hash again; the held flow (kept busy, so it never idles out)
-		// keeps its value moving and itself on its server.
-		wait.Until(t, "values to settle", 5*time.Second, func() bool { asked(); return settled() > before })
-		wait.Until(t, "the held flow's value alone to stay moving", 5*time.Second, func() bool {
-			return setLen(k, nftables.TableFamilyNetdev, "d1-moved") == 1
-		})
-		asked()
-		hold.stop()
-		// Its closing entry gone, its value settles too.
-		wait.Until(t, "every value to settle", 20*time.Second, func() bool { return setLen(k, nftables.TableFamilyNetdev, "d1-moved") == 0 })
-		d.reload(t, config("active", "active"))
-		wait.Until(t, "both servers", 5*time.Second, func() bool { return ok() == 2 })
 	})
 
 	t.Run("drain", func(t *testing.T) {
 		checkDrain(t, d, client, url, ok, func(r1, r2 string) string { return fmt.Sprintf(drService, 1, r1, 1, r2) })
+	})
+
+	t.Run("a reload that changes flow_timeout keeps the flows", func(t *testing.T) {
+		d.reload(t, fmt.Sprintf(drService, 1, "active", 1, "active"))
+		wait.Until(t, "both servers", 5*time.Second, func() bool { return ok() == 2 })
+		// The drain comes with a new flow_timeout: the held connection's
+		// flow must survive the rewrite, or its next packet is hashed to
+		// the other server.
+		checkDrain(t, d, client, url, ok, func(r1, r2 string) string {
+			return strings.Replace(fmt.Sprintf(drService, 1, r1, 1, r2), "mode dr", "mode dr\n\tflow_timeout 1m", 1)
+		})
 	})
 
 	t.Run("reset_on_down", func(t *testing.T) {
@@ -177,8 +151,6 @@ func TestDR(t *testing.T) {
 		loaded := d.logs.count("configuration in force")
 		d.reload(t, strings.Replace(fmt.Sprintf(drService, 1, "active", 1, "active"), "mode dr", "mode dr\n\tscheduler source_hash", 1))
 		wait.Until(t, "the reload", 5*time.Second, func() bool { return d.logs.count("configuration in force") > loaded })
-		// The same servers and weights: no value moves, so every flow goes
-		// by the steady rules, and they must hash the address alone.
 		counts := requests(t, client, url, 40)
 		if len(counts) != 1 || counts["error"] > 0 {
 			t.Errorf("40 connections from one client went %v, want all to one server", counts)
@@ -217,14 +189,4 @@ service onearm {
 			}
 		}
 	})
-}
-
-// flowsIn reads the DR service's flow map.
-func flowsIn(t *testing.T, k *nftables.Conn) []nftables.SetElement {
-	t.Helper()
-	flows, err := k.GetSetElements(&nftables.Set{Table: &nftables.Table{Name: "l4fwd", Family: nftables.TableFamilyNetdev}, Name: "d1-flows"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return flows
 }

@@ -223,12 +223,3 @@ func keyMark(m uint32) []byte { return binaryutil.NativeEndian.PutUint32(m) }
 // interval map would compare keys as big-endian bytes and need the result
 // converted with hton first, as nft does silently.)
 func keySlot(v int) []byte { return binaryutil.NativeEndian.PutUint32(uint32(v)) }
-
-// valServerSlot is typeServerSlot data: the MAC padded to 8 bytes, then
-// scheduler value v in host order, with movingBit if moving.
-func valServerSlot(mac net.HardwareAddr, v int, moving bool) []byte {
-	if moving {
-		v |= movingBit
-	}
-	return append(keyPadded(mac), keySlot(v)...)
-}

@@ -2,11 +2,9 @@ package l4fwd
 
 import (
 	"fmt"
-	"net"
 	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 )
 
 // Kernel receives desired states. NFT is the real one; tests of the
@@ -21,8 +19,6 @@ type Kernel interface {
 	// ForgetFlows deletes the DR flows that d's service svc sends to its
 	// real server real, and says how many went.
 	ForgetFlows(d *Desired, svc, real int) (int, error)
-	// Flows reads the DR flows that d's service svc follows one by one.
-	Flows(d *Desired, svc int) ([]Flow, error)
 	// Remove deletes everything l4fwd put in the kernel.
 	Remove() error
 }
@@ -31,14 +27,6 @@ type Kernel interface {
 // bytes clients sent it, and connections (DR: flows) scheduled to it.
 type Counters struct {
 	Packets, Bytes, NewConns uint64
-}
-
-// Flow is a DR flow in the flow map: the scheduler value its hash falls
-// on, and the MAC of the server it is sent to.
-type Flow struct {
-	Slot int
-	MAC  net.HardwareAddr
-	key  []byte // its key in the map: address and port
 }
 
 // NFT programs nftables over netlink. It remembers the ruleset of its last
@@ -143,57 +131,30 @@ func (k *NFT) ForgetFlows(d *Desired, svc, real int) (int, error) {
 	if s.Mode != DR || mac == nil {
 		return 0, nil
 	}
+	set := &nftables.Set{Table: &nftables.Table{Name: d.Table, Family: nftables.TableFamilyNetdev},
+		Name: svcName(s) + "-flows", IsMap: true, KeyType: typeAddrPort, DataType: nftables.TypeEtherAddr}
 	var err error
 	for range 3 {
-		var flows []Flow
-		if flows, err = k.Flows(d, svc); err != nil {
-			return 0, err
+		var elems []nftables.SetElement
+		if elems, err = k.conn.GetSetElements(set); err != nil {
+			return 0, fmt.Errorf("read flows of service %s: %w", s.Name, err)
 		}
 		var gone []nftables.SetElement
-		for _, f := range flows {
-			if slices.Equal(f.MAC, mac) {
-				gone = append(gone, nftables.SetElement{Key: f.key})
+		for _, e := range elems {
+			if slices.Equal(e.Val, mac) {
+				gone = append(gone, nftables.SetElement{Key: e.Key})
 			}
 		}
 		if len(gone) == 0 {
 			return 0, nil
 		}
-		if err = k.conn.SetDeleteElements(flowMap(d, s), gone); err == nil {
+		if err = k.conn.SetDeleteElements(set, gone); err == nil {
 			if err = k.conn.Flush(); err == nil {
 				return len(gone), nil
 			}
 		}
 	}
 	return 0, fmt.Errorf("delete flows of service %s: %w", s.Name, err)
-}
-
-// Flows reads the flow map ("<svc>-flows").
-//
-// Equivalent to: nft list map netdev l4fwd d1-flows
-func (k *NFT) Flows(d *Desired, svc int) ([]Flow, error) {
-	s := d.Services[svc]
-	if s.Mode != DR {
-		return nil, nil
-	}
-	elems, err := k.conn.GetSetElements(flowMap(d, s))
-	if err != nil {
-		return nil, fmt.Errorf("read flows of service %s: %w", s.Name, err)
-	}
-	out := make([]Flow, 0, len(elems))
-	for _, e := range elems {
-		if len(e.Val) != int(typeServerSlot.Bytes) {
-			continue
-		}
-		out = append(out, Flow{key: e.Key, MAC: net.HardwareAddr(e.Val[:6]),
-			Slot: int(binaryutil.NativeEndian.Uint32(e.Val[8:]) &^ movingBit)})
-	}
-	return out, nil
-}
-
-// flowMap names the flow map of d's DR service s.
-func flowMap(d *Desired, s *ServiceState) *nftables.Set {
-	return &nftables.Set{Table: &nftables.Table{Name: d.Table, Family: nftables.TableFamilyNetdev},
-		Name: svcName(s) + "-flows", IsMap: true, KeyType: typeAddrPort, DataType: typeServerSlot}
 }
 
 // Remove deletes both of l4fwd's tables, if present.

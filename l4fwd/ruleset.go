@@ -75,13 +75,7 @@ var (
 	typeDispatchPort = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
 	typeDispatchAll  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto)
 	typeAddrPort     = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
-	// typeServerSlot is a DR real server's MAC and a scheduler value
-	// (valServerSlot).
-	typeServerSlot = nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeInteger)
 )
-
-// movingBit marks a scheduler value in transition in typeServerSlot data.
-const movingBit = 1 << 31
 
 // Set and chain names. Per-service objects are named by the service's ID
 // ("s3-sched" for NAT, "d3-sched" for DR), which stays the same across
@@ -441,22 +435,14 @@ func buildDR(svcs []*ServiceState) *table {
 	return t
 }
 
-// drService adds one DR service's sets and chain. The maps that name a
-// server hold its MAC and a scheduler value (typeServerSlot): the
-// scheduler's own value, with movingBit set while it is in transition,
-// and, in the flow map, the value the flow's hash falls on, so l4fwd can
-// tell when a transition has played out (Balancer.settle).
+// drService adds one DR service's sets and chain:
 //
-//	map d3-sched { typeof jhash ... mod 1000 : ether daddr . integer }
-//	map d3-moved { same }  # a moving value's server before it moved (HashWhileSteady)
-//	map d3-flows { typeof ip saddr . th sport : ether daddr . integer; flags dynamic,timeout; timeout FLOW }
+//	map d3-flows { typeof ip saddr . th sport : ether daddr; flags dynamic,timeout; timeout FLOW }
 //	map d3-persist { typeof ip saddr : ether daddr; flags dynamic,timeout; timeout T }
+//	map d3-sched { typeof jhash ... mod 1000 : ether daddr }
 //	set d3-closing { typeof ip saddr . th sport; flags dynamic,timeout; timeout 10s }  # tcp
 //	set d3-ok, d3-traffic (counter), d3-new (counter) { type ether_addr }
 //	chain d3 {
-//		# HashWhileSteady: a value that has not moved sends by the hash, no state
-//		tcp flags & (fin|syn|rst|ack) == syn jhash ... map @d3-sched & movingBit == 0 ... (count new) dup to DEV drop
-//		jhash ... map @d3-sched & movingBit == 0 ether daddr set ... dup to DEV drop
 //		# tcp: a bare SYN forgets its flow's old entries and goes on to be scheduled
 //		tcp flags & (fin|syn|rst|ack) == syn delete @d3-closing {...} delete @d3-flows {...}
 //		# tcp: a closing flow is sent without refreshing it; a FIN or RST starts the close
@@ -465,8 +451,6 @@ func buildDR(svcs []*ServiceState) *table {
 //		# a known flow keeps its server, drained or not
 //		ether daddr set ip saddr . th sport map @d3-flows ether saddr set LBMAC
 //			update @d3-flows {...} ether daddr @d3-traffic dup to DEV drop
-//		# HashWhileSteady: a flow open before its value moved goes where it went
-//		tcp flags & (fin|syn|rst|ack) != syn jhash ... map @d3-moved (commit)
 //		# a returning client keeps its server while that server takes sessions
 //		ip saddr & MASK map @d3-persist @d3-ok ... (commit)
 //		# otherwise the flow's hash picks by weight
@@ -480,31 +464,19 @@ func buildDR(svcs []*ServiceState) *table {
 // here), update flows and persistence, count, dup to DEV, drop.
 func drService(t *table, s *ServiceState) {
 	name := svcName(s)
-	steady := s.HashWhileSteady()
 	// Every update names its timeout; the map's own is fixed, so a reload
 	// that changes flow_timeout rewrites the rules but keeps the map, and
-	// the flows it follows.
+	// the flows it keeps on their servers.
 	flows := t.addSet(nftables.Set{Name: name + "-flows", IsMap: true, Concatenation: true,
-		KeyType: typeAddrPort, DataType: typeServerSlot, Dynamic: true,
+		KeyType: typeAddrPort, DataType: nftables.TypeEtherAddr, Dynamic: true,
 		HasTimeout: true, Timeout: DefaultFlowTimeout, Size: flowMapSize})
 	sched := t.addSet(nftables.Set{Name: name + "-sched", IsMap: true,
-		KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: typeServerSlot})
+		KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeEtherAddr})
 	ok := t.addSet(nftables.Set{Name: name + "-ok", KeyType: nftables.TypeEtherAddr})
 	traffic := t.addSet(nftables.Set{Name: name + "-traffic", KeyType: nftables.TypeEtherAddr, Counter: true})
 	newFlows := t.addSet(nftables.Set{Name: name + "-new", KeyType: nftables.TypeEtherAddr, Counter: true})
 	for v, real := range s.Slots {
-		_, moving := s.Moving[v]
-		t.add(sched, nftables.SetElement{Key: keySlot(v), Val: valServerSlot(s.Reals[real].MAC, v, moving)})
-	}
-	var moved *set
-	if steady {
-		moved = t.addSet(nftables.Set{Name: name + "-moved", IsMap: true,
-			KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: typeServerSlot})
-		for v, m := range s.Moving {
-			if m.From != nil {
-				t.add(moved, nftables.SetElement{Key: keySlot(v), Val: valServerSlot(m.From, v, true)})
-			}
-		}
+		t.add(sched, nftables.SetElement{Key: keySlot(v), Val: s.Reals[real].MAC})
 	}
 	for _, r := range s.Reals {
 		if r.MAC == nil {
@@ -529,30 +501,8 @@ func drService(t *table, s *ServiceState) {
 	}
 	known := []expr.Any{mapTo(reg1, flows.def.Name, reg2)}
 	count := []expr.Any{inSet(reg2, traffic.def.Name)}
-	counted := append(append([]expr.Any{}, count...), inSet(reg2, newFlows.def.Name))
-	bareSYN := tcpFlags(reg3, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpEq, tcpSYN)
-	// schedHash is the scheduler's hash into dst: of the flow or, with
-	// source hashing, of the client's address. Every rule that reads or
-	// records a scheduler value uses it, so a value means one thing.
-	schedHash := func(dst uint32) []expr.Any {
-		if s.Scheduler == SourceHash {
-			return []expr.Any{loadIPSaddr(reg1), jhash(reg1, dst, 4, seed(s.Name))}
-		}
-		return rule(flowKey, []expr.Any{jhash(reg1, dst, 8, seed(s.Name))})
-	}
-	hash := schedHash(reg1)
 
 	var rules [][]expr.Any
-	if steady {
-		// The value's server, if the value is not moving: the flow goes
-		// by its hash, as it did before and will after, and nothing is
-		// written. A bare SYN is a new connection and counted so.
-		pick := rule(hash, []expr.Any{mapTo(reg1, sched.def.Name, reg2),
-			&expr.Bitwise{SourceRegister: sub(reg2, 2), DestRegister: sub(reg2, 2), Len: 4,
-				Mask: keySlot(movingBit), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: sub(reg2, 2), Data: make([]byte, 4)}})
-		rules = append(rules, rule(bareSYN, pick, send, counted, out), rule(pick, send, count, out))
-	}
 	if s.Proto == "tcp" {
 		// A closed connection's flow is kept only briefly, so connection
 		// churn cannot fill the flow map: a FIN or RST puts the flow in
@@ -566,10 +516,9 @@ func drService(t *table, s *ServiceState) {
 			// forget that flow, so the SYN is scheduled now — a drained or
 			// failed server gets no new connection — rather than sent
 			// where the old one went. No verdict: the rules below go on.
-			rule(bareSYN, flowKey, []expr.Any{
+			rule(tcpFlags(reg3, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpEq, tcpSYN), flowKey, []expr.Any{
 				remove(closing.def.Name, reg1, 0),
-				&expr.Immediate{Register: reg2, Data: make([]byte, typeServerSlot.Bytes)},
-				remove(flows.def.Name, reg1, reg2)}),
+				&expr.Immediate{Register: reg2, Data: make([]byte, 6)}, remove(flows.def.Name, reg1, reg2)}),
 			rule(flowKey, []expr.Any{inSet(reg1, closing.def.Name)}, known, send, count, out),
 			rule(tcpFlags(reg3, tcpFIN|tcpRST, expr.CmpOpNeq, 0), flowKey, known, []expr.Any{
 				update(closing.def.Name, reg1, 0, closingTimeout),
@@ -577,31 +526,28 @@ func drService(t *table, s *ServiceState) {
 	}
 	rules = append(rules, rule(flowKey, known, []expr.Any{update(flows.def.Name, reg1, reg2, s.FlowTimeout)}, send, count, out))
 
-	// commit sends a new flow: it expects the server's MAC and the
-	// scheduler value in reg 2 and, with persistence, the client's masked
-	// address in reg 3.
+	// commit sends a new flow: it expects the server's MAC in reg 2 and,
+	// with persistence, the client's masked address in reg 3.
 	remember := rule(flowKey, []expr.Any{update(flows.def.Name, reg1, reg2, s.FlowTimeout)})
-	if steady {
-		// A flow that was open when its value moved, seen for the first
-		// time since (not a bare SYN, not in the flow map), goes where
-		// it went before, and is followed from now on.
-		old := rule(tcpFlags(reg3, tcpFIN|tcpSYN|tcpRST|tcpACK, expr.CmpOpNeq, tcpSYN), hash,
-			[]expr.Any{mapTo(reg1, moved.def.Name, reg2)})
-		rules = append(rules, rule(old, send, remember, count, out), rule(old, send, count, out))
-	}
 	var persistKey []expr.Any
 	if s.Persist > 0 {
 		t.addSet(nftables.Set{Name: name + "-persist", IsMap: true, KeyType: nftables.TypeIPAddr,
 			DataType: nftables.TypeEtherAddr, Dynamic: true, HasTimeout: true, Timeout: s.Persist, Size: 65535})
 		persistKey = []expr.Any{loadIPSaddr(reg3), maskPrefix(reg3, s.PersistPrefix)}
 		remember = append(remember, update(name+"-persist", reg3, reg2, s.Persist))
-		// The persistence map holds only the MAC: the flow's value, which
-		// the flow map records too, is its own hash.
-		hit := rule(persistKey, []expr.Any{mapTo(reg3, name+"-persist", reg2), inSet(reg2, ok.def.Name)},
-			schedHash(sub(reg2, 2)))
+	}
+	counted := append(append([]expr.Any{}, count...), inSet(reg2, newFlows.def.Name))
+	if s.Persist > 0 {
+		hit := rule(persistKey, []expr.Any{mapTo(reg3, name+"-persist", reg2), inSet(reg2, ok.def.Name)})
 		rules = append(rules, rule(hit, send, remember, counted, out))
 	}
-	pick := rule(hash, []expr.Any{mapTo(reg1, sched.def.Name, reg2)}, persistKey)
+	var pick []expr.Any
+	if s.Scheduler == SourceHash {
+		pick = []expr.Any{loadIPSaddr(reg1), jhash(reg1, reg1, 4, seed(s.Name))}
+	} else {
+		pick = rule(flowKey, []expr.Any{jhash(reg1, reg1, 8, seed(s.Name))})
+	}
+	pick = rule(pick, []expr.Any{mapTo(reg1, sched.def.Name, reg2)}, persistKey)
 	rules = append(rules,
 		rule(pick, send, remember, counted, out),
 		// With the flow or persistence map full, the update above fails

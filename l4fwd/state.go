@@ -1,11 +1,8 @@
 package l4fwd
 
 import (
-	"bytes"
-	"maps"
 	"net"
 	"sort"
-	"time"
 
 	"github.com/sluicelb/sluice/lbcore/policy"
 	"github.com/sluicelb/sluice/lbcore/pool"
@@ -29,12 +26,6 @@ type ServiceState struct {
 	// Reals of the server it picks: the eligible servers in proportion to
 	// their effective weights. Empty when no server is eligible.
 	Slots []int
-	// Moving (DR services that keep no flow state while their scheduler
-	// stands still, see HashWhileSteady) holds the scheduler values whose
-	// server changed recently: their packets are followed flow by flow
-	// until the change has played out. Every other value is sent by the
-	// hash alone.
-	Moving map[int]Move
 	// DR only: the load balancer's device on the segment.
 	IfIndex int
 	LBMAC   net.HardwareAddr
@@ -49,80 +40,6 @@ type RealState struct {
 	Full  bool             // reached max_conns, not yet below min_conns
 	// Eligible servers take new connections (they hold scheduler slots).
 	Eligible bool
-}
-
-// Move is a scheduler value whose server changed.
-type Move struct {
-	// From is the server the value picked before it first moved: a flow
-	// that was open then and is seen for the first time since goes there.
-	// Nil when such flows are to be scheduled anew (that server went down
-	// under reset_on_down, or the flows were all in the flow map).
-	From  net.HardwareAddr
-	Since time.Time // the value's last change of server
-}
-
-// HashWhileSteady says whether s, a DR service, sends flows by their hash
-// alone while its scheduler stands still, keeping flow state only for
-// values whose server changed: TCP, where a connection's first packet
-// (a bare SYN) tells a new flow from an old one, and no persistence,
-// which places flows off their hash.
-func (s *ServiceState) HashWhileSteady() bool {
-	return s.Mode == DR && s.Proto == "tcp" && s.Persist == 0
-}
-
-// owner returns the MAC of the server scheduler value v picks, nil if none.
-func (s *ServiceState) owner(v int) net.HardwareAddr {
-	if v >= len(s.Slots) {
-		return nil
-	}
-	return s.Reals[s.Slots[v]].MAC
-}
-
-// trackMoves carries prev's moving values over to s and adds those whose
-// server changed between them, as of now. A DR service that followed
-// every flow before (persistence, or UDP) has every value moving, its
-// flows all in the map. A change of scheduler is not seen as a move:
-// open flows are hashed the new way, as after a restart.
-func trackMoves(prev, s *ServiceState, now time.Time) map[int]Move {
-	if !s.HashWhileSteady() || prev == nil || prev.Mode != DR {
-		return nil // a new DR service, or l4fwd's start: flows find their server by hash
-	}
-	moving := make(map[int]Move)
-	if !prev.HashWhileSteady() {
-		for v := range Modulus {
-			moving[v] = Move{Since: now}
-		}
-		return moving
-	}
-	maps.Copy(moving, prev.Moving)
-	for v := range Modulus {
-		was, is := prev.owner(v), s.owner(v)
-		if bytes.Equal(was, is) {
-			continue
-		}
-		m, ok := moving[v]
-		if !ok {
-			m.From = was
-		}
-		m.Since = now
-		moving[v] = m
-	}
-	if s.ResetOnDown {
-		// Its connections are forgotten: the ones not seen since the
-		// move are scheduled anew too, and meet a reset.
-		for _, r := range s.Reals {
-			if r.State != pool.Down || r.MAC == nil {
-				continue
-			}
-			for v, m := range moving {
-				if bytes.Equal(m.From, r.MAC) {
-					m.From = nil
-					moving[v] = m
-				}
-			}
-		}
-	}
-	return moving
 }
 
 // Modulus is the size of the scheduler's value space: numgen or jhash
