@@ -437,7 +437,7 @@ func buildDR(svcs []*ServiceState) *table {
 
 // drService adds one DR service's sets and chain:
 //
-//	map d3-flows { typeof ip saddr . th sport : ether daddr; flags dynamic,timeout; timeout FLOW }
+//	map d3-flows { typeof ip saddr . th sport : ether daddr; flags dynamic,timeout; timeout 5m }  # updates: FLOW
 //	map d3-persist { typeof ip saddr : ether daddr; flags dynamic,timeout; timeout T }
 //	map d3-sched { typeof jhash ... mod 1000 : ether daddr }
 //	set d3-closing { typeof ip saddr . th sport; flags dynamic,timeout; timeout 10s }  # tcp
