@@ -9,8 +9,11 @@
 #   ROUNDS=5 DUR=10 bash bench/l4/run.sh
 #
 # Knobs (environment): ROUNDS=3 DUR=10 (seconds per wrk run) CONNS=8 THREADS=2
-#   BACKEND_PROCS (GOMAXPROCS of every real server; default: the CPUs shared among the servers
-#   the target reaches, so one server gets them all and each of two gets half; 0: Go's default)
+#   BACKENDS=one (one backend process serves every real server, a socket in each one's
+#   namespace) or each (a process per real server, as before 2026-12-02 18:00 UTC)
+#   BACKEND_PROCS (GOMAXPROCS of every backend process; default: a thread per CPU, and with
+#   BACKENDS=each the CPUs shared among the servers the target reaches, so one server gets
+#   them all and each of two gets half; 0: Go's default)
 #   CSWITCH=1 (count the machine's context switches during each run with perf, per request)
 #   TARGETS="nat-direct nat haproxy dr-direct dr"   OUT (output dir; default: mktemp)
 #   (also available: nat-synproxy, l4fwd NAT with synproxy on, the "under attack" switch;
@@ -37,11 +40,13 @@ DUR=${DUR:-10}
 CONNS=${CONNS:-8}
 THREADS=${THREADS:-2}
 TARGETS=${TARGETS:-"nat-direct nat haproxy dr-direct dr"}
+BACKENDS=${BACKENDS:-one}
+case $BACKENDS in one | each) ;; *) echo "BACKENDS=$BACKENDS: want one or each" >&2; exit 1 ;; esac
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/sluice-l4.XXXXXX")}
 mkdir -p "$OUT"
 RAW=$OUT/raw.tsv
 echo "output dir: $OUT"
-echo "wrk -t$THREADS -c$CONNS, ${DUR}s per run, $ROUNDS rounds; real servers at GOMAXPROCS=${BACKEND_PROCS-(CPUs ÷ servers in the target)}"
+echo "wrk -t$THREADS -c$CONNS, ${DUR}s per run, $ROUNDS rounds; real servers: BACKENDS=$BACKENDS, GOMAXPROCS=${BACKEND_PROCS-default}"
 
 [ "$(id -u)" = 0 ] || { echo "run as root: the benchmark builds network namespaces" >&2; exit 1; }
 missing=()
@@ -196,20 +201,26 @@ table netdev l4proto {
 }
 EOF
 }
-# The real servers stand for machines of their own but share this one's CPUs, so each target's
-# servers share them: the one server a direct target reaches runs a thread per CPU, and each of
-# two runs half as many. Two Go servers at a thread per CPU each, reached with no balancer at
-# all, were 14 % slower than one for new connections: with more threads than CPUs, their
-# runtimes went idle and woke up three times per request, against about once for one server,
-# a cost that only the targets spreading over two servers paid.
+# The real servers stand for machines of their own but share this one's CPUs. By default
+# (BACKENDS=one) one backend process serves them all, a socket in each server's namespace: each
+# keeps its address and network stack, and however many a target reaches, they share one Go
+# runtime with a thread per CPU, as the one server of a direct target does. BACKENDS=each runs a
+# process per server instead, the CPUs shared among the servers the target reaches (one server
+# gets a thread per CPU, each of two half as many): there, spreading over two servers cost
+# more by itself, two runtimes going idle and waking up apart on the same two CPUs.
 reals() { # target
   local topo=n n=2 procs
   case $1 in dr*) topo=d ;; esac
-  case $1 in *-direct | dr-one) n=1 ;; esac
-  procs=${BACKEND_PROCS-$(($(nproc) / n > 0 ? $(nproc) / n : 1))}
-  for i in 1 2; do
-    $NS l4b-${topo}r$i env GOMAXPROCS="$procs" "$OUT/backend" -listen :80 -name r$i & REALS+=($!)
-  done
+  if [ "$BACKENDS" = one ]; then
+    env GOMAXPROCS="${BACKEND_PROCS-$(nproc)}" "$OUT/backend" -listen :80 -in l4b-${topo}r1=r1 -in l4b-${topo}r2=r2 &
+    REALS+=($!)
+  else
+    case $1 in *-direct | dr-one) n=1 ;; esac
+    procs=${BACKEND_PROCS-$(($(nproc) / n > 0 ? $(nproc) / n : 1))}
+    for i in 1 2; do
+      $NS l4b-${topo}r$i env GOMAXPROCS="$procs" "$OUT/backend" -listen :80 -name r$i & REALS+=($!)
+    done
+  fi
   for i in 1 2; do
     for _ in $(seq 50); do $NS l4b-${topo}r$i curl -s -m 1 -o /dev/null http://127.0.0.1/ && break; sleep 0.1; done
   done
