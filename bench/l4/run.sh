@@ -313,6 +313,18 @@ for t in dict.fromkeys(r["target"] for r in rows):
         cells += [f"{v:,.0f}", f"{v / d:.2f}", f"{v / h:.2f}"]
     print("| " + " | ".join(cells) + " |")
 print("\n(medians of", len({r['round'] for r in rows}), "interleaved rounds; × direct: against the real server reached directly in the same topology)")
+# Each round runs every target within a few minutes, so a round's ratio to direct compares
+# targets under the same load from the machine's other work; the README quotes these medians.
+rps = {(r["round"], r["target"], r["mode"]): float(r["rps"]) for r in rows if r["rps"]}
+print("\n| target | × direct per round, keep-alive: median [range] | new conn/request |\n|---|---|---|")
+for t in dict.fromkeys(r["target"] for r in rows):
+    if t == base(t):
+        continue
+    cells = [t]
+    for m in ("keepalive", "close"):
+        v = sorted(rps[k, t, m] / rps[k, base(t), m] for k, tt, mm in rps if tt == t and mm == m and (k, base(t), m) in rps)
+        cells.append(f"{statistics.median(v):.2f} [{v[0]:.2f}–{v[-1]:.2f}]" if v else "")
+    print("| " + " | ".join(cells) + " |")
 print("\n| target | CPU µs per request, keep-alive | new conn/request | idle %, keep-alive | new conn/request |\n|---|---|---|---|---|")
 for t in dict.fromkeys(r["target"] for r in rows):
     cells = [t]
